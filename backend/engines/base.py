@@ -1,0 +1,171 @@
+"""The engine interface: the one seam between Focus-and-Refine and any model.
+
+An engine sees only the focus crop, already upsampled to its working size, as float32 RGB in
+[0, 1], plus the selection mask at the same size. It never sees the document, never pastes,
+and never has to keep pixels outside the selection: paste-back guarantees that. This keeps the
+CPU ``classic`` engine and the diffusion engines interchangeable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: ``on_progress(stage, step, total, preview)``; ``preview`` is a small float32 RGB image or None.
+ProgressFn = Callable[[str, int, int, "np.ndarray | None"], None]
+#: Returns True once the user has cancelled; engines check it between steps and raise Cancelled.
+CancelFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class WorkingSize:
+    """How big the focus crop should be when it reaches the engine.
+
+    The crop is scaled (up, for small selections: that is the point of Focus-and-Refine) so that
+    its area is about ``target_area``, each side a multiple of ``multiple`` and within
+    ``[min_side, max_side]``.
+    """
+
+    target_area: int = 1024 * 1024
+    multiple: int = 16
+    min_side: int = 256
+    max_side: int = 2048
+    #: Never shrink a crop larger than the target (CPU engines work at native resolution).
+    allow_downscale: bool = True
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine accepts; sent to plugins in ``hello`` so they can grey out options."""
+
+    reference: bool = False
+    max_references: int = 0
+    prompt: bool = False
+    soft_mask: bool = True
+    regenerate: bool = False
+    seed: bool = False
+    steps: bool = False
+    guidance: bool = False
+    strength: bool = True
+
+
+@dataclass
+class RefineParams:
+    """User parameters of one job, validated by the backend before an engine sees them."""
+
+    strength: float = 1.0
+    steps: int | None = None
+    seed: int = 0
+    guidance: float | None = None
+    context: float = 64.0
+    feather: float = 8.0
+    mode: str = "refine"  # "refine" | "regenerate"
+    color_correct: bool = True
+    preset: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EngineOutput:
+    """The refined crop (float32 RGB, same size as the input crop) and what the engine reports."""
+
+    image: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration of an engine (a table entry, not a code branch)."""
+
+    name: str
+    description: str = ""
+    working: WorkingSize = field(default_factory=WorkingSize)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """One model family. Subclasses set ``name``/``presets`` and implement the three methods.
+
+    The backend calls ``load`` once (on the worker thread that owns the device), then
+    ``refine`` for each region of each job, and ``unload`` when switching engines, idling out
+    or shutting down.
+    """
+
+    name: str = "engine"
+    description: str = ""
+    #: Presets by name; the first one is the default.
+    presets: dict[str, Preset] = {}
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    # -- description -------------------------------------------------------------------------
+    def preset(self, name: str | None) -> Preset:
+        """The named preset (or the default). Raises KeyError for an unknown name."""
+        if not self.presets:
+            return Preset("default")
+        if name is None:
+            return next(iter(self.presets.values()))
+        return self.presets[name]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``hello`` says about this engine: presets, capabilities, working sizes, defaults."""
+        presets = self.presets or {"default": Preset("default")}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "default_preset": next(iter(presets)),
+            "presets": [
+                {
+                    "name": p.name,
+                    "description": p.description,
+                    "accepts": asdict(p.capabilities),
+                    "working": asdict(p.working),
+                    "defaults": dict(p.defaults),
+                }
+                for p in presets.values()
+            ],
+            "available": self.available(),
+        }
+
+    def available(self) -> dict[str, Any]:
+        """Whether this engine can run here (weights present, libraries importable)."""
+        return {"ok": True}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def load(self, preset: str | None = None) -> None:
+        """Make the engine ready (load weights to the device). Idempotent."""
+
+    @abstractmethod
+    def refine(
+        self,
+        crop: np.ndarray,
+        mask: np.ndarray,
+        references: list[np.ndarray],
+        prompt: str,
+        params: RefineParams,
+        on_progress: ProgressFn,
+        is_cancelled: CancelFn,
+    ) -> EngineOutput:
+        """Refine ``crop`` (HxWx3 float32 RGB in [0,1]) where ``mask`` (HxW float32) is non-zero.
+
+        ``references`` are float32 RGB images of any size. Returns an image of the crop's size;
+        pixels outside the mask may be anything (paste-back restores them) but should stay
+        close to the input there, because paste-back estimates colour drift from them.
+        """
+
+    def unload(self) -> None:
+        """Free the device memory held by the engine. Idempotent."""
+
+    def status(self) -> dict[str, Any]:
+        """Engine-specific state for ``status`` (loaded preset, memory policy...)."""
+        return {}
