@@ -1,0 +1,58 @@
+"""``touchup serve``: run the resident backend in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the resident backend (loopback only by default)")
+    p.add_argument(
+        "--endpoint", help="ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:57361 or ipc:///tmp/touchup"
+    )
+    p.add_argument("--engine", help="default engine for requests that name none (default: classic)")
+    p.add_argument("--config", help="TOML config file (default: the user config dir's config.toml)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-file", help="rotating log file (default: the user log dir's backend.log)")
+    p.add_argument("--max-pixels", type=int, help="largest tile accepted, in pixels")
+    p.add_argument("--max-queue", type=int, help="most jobs waiting at once")
+    p.add_argument(
+        "--idle-unload", type=float, dest="idle_unload_s", help="unload a model after this many idle seconds"
+    )
+    p.add_argument("--models-dir", help="folder searched for model weights before the Hugging Face cache")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..logs import setup_logging
+    from ..server import AlreadyRunning, Server
+
+    try:
+        config = load_config(
+            args.config,
+            {
+                "endpoint": args.endpoint,
+                "engine": args.engine,
+                "log_level": args.log_level,
+                "log_file": args.log_file,
+                "max_pixels": args.max_pixels,
+                "max_queue": args.max_queue,
+                "idle_unload_s": args.idle_unload_s,
+                "models_dir": args.models_dir,
+            },
+        )
+    except (OSError, ValueError) as exc:
+        print(f"touchup serve: {exc}", file=sys.stderr)
+        return 2
+    log_file = setup_logging(config.log_level, config.log_path())
+    if log_file:
+        logging.getLogger("touchup").info("logging to %s", log_file)
+    try:
+        Server(config).run()
+    except AlreadyRunning as exc:
+        print(f"touchup serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
