@@ -40,7 +40,7 @@ class Worker(threading.Thread):
         self.queue = queue
         self._zctx = zctx
         self._outbox_addr = outbox
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._unload_requested = threading.Event()
         self.engine: Engine | None = None
         self.engine_name: str | None = None
@@ -49,7 +49,7 @@ class Worker(threading.Thread):
         self.state = "idle"
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.queue.wake()
 
     def request_unload(self) -> None:
@@ -75,7 +75,7 @@ class Worker(threading.Thread):
         out.setsockopt(zmq.LINGER, 0)
         out.connect(self._outbox_addr)
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 job = self.queue.take(timeout=0.5)
                 if self._unload_requested.is_set():
                     self._unload_requested.clear()
