@@ -1,0 +1,173 @@
+"""The ``classic`` engine: the embedded default. CPU only, no model weights, deterministic.
+
+With a reference, it puts the reference's real detail into the region: register the reference
+onto the crop (SIFT + RANSAC, refined by ECC; see ``classic_register``), match its tone and
+colour to the photo on the unselected context, and use it inside the selection. It must do no
+harm, so a reference that does not register convincingly is rejected (the reason goes into the
+result's metadata) and the engine falls back to what it does without one: conservative
+reference-free restoration (non-local-means deblocking/denoising plus edge-aware sharpening).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import Cancelled
+from .base import (
+    CancelFn,
+    Capabilities,
+    Engine,
+    EngineOutput,
+    Preset,
+    ProgressFn,
+    RefineParams,
+    WorkingSize,
+)
+from .classic_register import Registrar, Registration, jacobian, warp_to_crop
+from .classic_restore import apply_tone, fit_tone, restore
+
+MAX_REFERENCES = 4
+#: Fewer context pixels than this and tone is fitted on the region's low frequencies instead.
+MIN_TONE_PIXELS = 400
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    """float32 RGB in [0, 1] from a grey, RGB or RGBA float image."""
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(np.clip(img[:, :, :3], 0.0, 1.0))
+
+
+class ClassicEngine(Engine):
+    name = "classic"
+    description = "CPU, no weights: registers a reference into the region, or restores detail without one."
+    presets = {
+        "default": Preset(
+            "default",
+            "reference transfer or conservative restoration",
+            # ~0.6 MP: small selections get upsampled enough for sub-pixel registration while
+            # the CPU work stays around a second. Large crops keep their native resolution:
+            # shrinking and re-enlarging them would itself lose the detail we restore.
+            working=WorkingSize(
+                target_area=768 * 768, multiple=8, min_side=64, max_side=4096, allow_downscale=False
+            ),
+            capabilities=Capabilities(
+                reference=True, max_references=MAX_REFERENCES, prompt=False, soft_mask=True, regenerate=False
+            ),
+            defaults={"strength": 1.0},
+        )
+    }
+
+    def refine(
+        self,
+        crop: np.ndarray,
+        mask: np.ndarray,
+        references: list[np.ndarray],
+        prompt: str,
+        params: RefineParams,
+        on_progress: ProgressFn,
+        is_cancelled: CancelFn,
+    ) -> EngineOutput:
+        crop = _as_rgb(crop)
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.ndim == 3:
+            mask = mask[:, :, 0]
+        refs = [_as_rgb(r) for r in references[:MAX_REFERENCES] if r is not None and r.size]
+        total = len(refs) + 2
+        step = 0
+
+        def advance(stage: str) -> None:
+            nonlocal step
+            if is_cancelled():
+                raise Cancelled()
+            step += 1
+            on_progress(stage, step, total, None)
+
+        meta: dict[str, Any] = {"engine": "classic"}
+        region = mask > 0
+        if not region.any():
+            meta["reference"] = "none"
+            return EngineOutput(crop.copy(), meta)
+
+        best: tuple[Registration, np.ndarray, int] | None = None
+        if refs:
+            registrar = Registrar(crop, mask)
+            summaries = []
+            for index, ref in enumerate(refs):
+                reg = registrar.register(ref)
+                summaries.append(reg.summary())
+                if reg.ok and (best is None or reg.score > best[0].score):
+                    best = (reg, ref, index)
+                advance("register")
+            meta["references"] = summaries
+            meta["reference"] = (
+                "used" if best else f"rejected: {summaries[0]['status'].removeprefix('rejected: ')}"
+            )
+            if best is None and len(summaries) > 1:
+                meta["reference"] = "rejected: " + "; ".join(s["status"] for s in summaries)
+        else:
+            meta["reference"] = "none"
+            advance("analyse")
+
+        detail_scale = max(1.5, float(np.sqrt(crop.shape[0] * crop.shape[1])) / 256.0)
+        if best is not None:
+            reg, ref, index = best
+            result, covered = self._transfer(crop, mask, ref, reg)
+            meta["reference_index"] = index
+            meta.update(transform=reg.model, inliers=reg.inliers, coverage=round(reg.metrics["coverage"], 4))
+            advance("transfer")
+            if (covered[region] < 0.999).any():
+                # Parts of the selection the reference does not show: restore those instead.
+                restored = restore(crop, detail_scale)
+                result = covered[:, :, None] * result + (1 - covered[:, :, None]) * restored
+            meta["restoration"] = "uncovered parts only" if (covered[region] < 0.999).any() else "none"
+        else:
+            result = restore(crop, detail_scale)
+            meta["restoration"] = "reference-free"
+            advance("restore")
+
+        strength = float(np.clip(params.strength if params.strength is not None else 1.0, 0.0, 1.0))
+        out = crop.copy()
+        out[region] = crop[region] + strength * (result[region] - crop[region])
+        advance("done")
+        return EngineOutput(np.clip(out, 0.0, 1.0).astype(np.float32), meta)
+
+    @staticmethod
+    def _transfer(
+        crop: np.ndarray, mask: np.ndarray, ref: np.ndarray, reg: Registration
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The reference warped onto the crop and tone-matched to it; and where it is valid."""
+        h = reg.homography
+        assert h is not None
+        size = (crop.shape[1], crop.shape[0])
+        cx, cy = size[0] / 2, size[1] / 2
+        local = float(np.sqrt(abs(np.linalg.det(jacobian(h, cx, cy)))))
+        if local > 1.5:
+            # The reference is finer than the crop grid: shrink it first (area filter) so the
+            # warp does not alias.
+            f = 1.0 / local
+            small = cv2.resize(ref, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            sx = small.shape[1] / ref.shape[1]
+            sy = small.shape[0] / ref.shape[0]
+            h = np.diag([sx, sy, 1.0]) @ h
+            ref = small
+        warped, valid = warp_to_crop(ref, h, size, cv2.INTER_CUBIC)
+        warped = np.clip(warped, 0.0, 1.0)
+        covered = np.clip((valid - 0.99) / 0.01, 0.0, 1.0).astype(np.float32)
+        # Tone: fit on context the user did not select, a few pixels away from the selection.
+        near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        context = ~near & (covered >= 1.0)
+        if context.sum() >= MIN_TONE_PIXELS:
+            curves = fit_tone(warped, crop, context)
+        else:
+            sigma = max(2.0, min(size) / 40.0)
+            curves = fit_tone(
+                cv2.GaussianBlur(warped, (0, 0), sigma), cv2.GaussianBlur(crop, (0, 0), sigma), covered >= 1.0
+            )
+        return apply_tone(warped, curves), covered
