@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Touchup for GIMP 3: Filters > Touchup > Refine Selection…
+
+Sends only the selection's context tile to the resident Touchup backend and puts the refined
+region back as a new layer above the active one, as a single undo step. The backend does the
+work; this plug-in reads pixels, shows progress and writes the result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# The installer puts touchup.shared (and pyzmq/msgpack when GIMP's Python lacks them) here.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LIB = os.path.join(_HERE, "lib")
+if os.path.isdir(_LIB) and _LIB not in sys.path:
+    sys.path.insert(0, _LIB)
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gimp, GLib, GObject  # noqa: E402
+
+PROC_NAME = "plug-in-touchup-refine-selection"
+SOURCES = (("visible", "Visible image"), ("active", "Active layer"))
+
+
+def _import_touchup():
+    """The plug-in's own modules, or a message saying the installation is incomplete.
+
+    They need ``touchup.shared`` (and pyzmq/msgpack), which the installer puts into ``lib``;
+    a missing piece must become a message in GIMP, not a silent crash of the plug-in.
+    """
+    try:
+        import touchup_pixels
+        import touchup_transport
+    except ImportError as exc:
+        return (
+            None,
+            None,
+            (
+                f"Touchup is not installed completely ({exc}). Reinstall the GIMP plug-in with the "
+                "Touchup installer."
+            ),
+        )
+    return touchup_pixels, touchup_transport, None
+
+
+def _default_endpoint() -> str:
+    try:
+        from touchup.shared.protocol import DEFAULT_ENDPOINT
+    except ImportError:
+        return "tcp://127.0.0.1:57361"
+    return os.environ.get("TOUCHUP_ENDPOINT") or DEFAULT_ENDPOINT
+
+
+def _fail(procedure: Gimp.Procedure, message: str, show: bool = True):
+    """Tell the user (GIMP's message area or error console) and fail the call for scripts."""
+    if show:
+        Gimp.message(message)
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(message))
+
+
+def _layer_name(instruction: str, reference: Gimp.Drawable | None) -> str:
+    text = " ".join(instruction.split())
+    if not text and reference is not None:
+        text = f"from {reference.get_name()}"
+    if not text:
+        text = "refined selection"
+    if len(text) > 48:
+        text = text[:47] + "…"
+    return f"Touchup: {text}"
+
+
+class TouchupRefine(Gimp.PlugIn):
+    """The plug-in: one image procedure on the selected drawable(s)."""
+
+    def do_query_procedures(self):
+        return [PROC_NAME]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(
+            Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES
+        )
+        procedure.set_menu_label("_Refine Selection…")
+        procedure.add_menu_path("<Image>/Filters/Touchup/")
+        procedure.set_documentation(
+            "Refine the selected region with Touchup",
+            "Sends the selection and its surroundings to the Touchup backend (start it with "
+            "`touchup serve`), optionally with a reference layer showing what the region should "
+            "look like, and adds the refined region as a new layer above the active layer. "
+            "Pixels outside the selection are left unchanged; one undo removes the layer.",
+            name,
+        )
+        procedure.set_attribution("Touchup contributors", "Touchup contributors", "2025")
+
+        rw = GObject.ParamFlags.READWRITE
+        procedure.add_string_argument(
+            "instruction", "_Instruction", "What the region should become (engines with prompts only)", "", rw
+        )
+        procedure.add_drawable_argument(
+            "reference",
+            "_Reference layer",
+            "A layer showing the region as it should look (optional)",
+            True,
+            rw,
+        )
+        procedure.add_string_argument(
+            "preset",
+            "_Preset",
+            "engine/preset as listed by the backend (for example classic/default); empty: the backend's default",
+            "",
+            rw,
+        )
+        procedure.add_double_argument(
+            "strength", "_Strength", "How far to move from the original", 0.0, 1.0, 1.0, rw
+        )
+        procedure.add_int_argument(
+            "steps", "S_teps", "Sampling steps (0: the engine's default)", 0, 500, 0, rw
+        )
+        procedure.add_int_argument(
+            "seed", "S_eed", "Random seed, for repeatable results", 0, 2**31 - 1, 0, rw
+        )
+        procedure.add_int_argument(
+            "context",
+            "_Context margin",
+            "Surrounding pixels sent with the selection (at 1 megapixel)",
+            0,
+            1024,
+            64,
+            rw,
+        )
+        procedure.add_int_argument(
+            "feather", "_Feather", "Width of the blend at the selection edge, px", 0, 256, 8, rw
+        )
+        sources = Gimp.Choice.new()
+        for i, (nick, label) in enumerate(SOURCES):
+            sources.add(nick, i, label, "")
+        procedure.add_choice_argument(
+            "source", "_Source", "Refine what is visible, or only the active layer", sources, "visible", rw
+        )
+        procedure.add_string_argument(
+            "endpoint", "_Backend endpoint", "Where the Touchup backend listens", _default_endpoint(), rw
+        )
+        return procedure
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        pixels, transport, problem = _import_touchup()
+        if problem:
+            return _fail(procedure, problem)
+        interactive = run_mode == Gimp.RunMode.INTERACTIVE
+
+        if not drawables:
+            return _fail(procedure, "Touchup: select a layer first.")
+        if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+            return _fail(
+                procedure, "Touchup works on RGB and grayscale images; convert this indexed image first."
+            )
+
+        if interactive:
+            import touchup_dialog
+
+            if not touchup_dialog.run_dialog(procedure, config, transport):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+
+        endpoint = (config.get_property("endpoint") or "").strip() or _default_endpoint()
+        instruction = config.get_property("instruction") or ""
+        reference = config.get_property("reference")
+        source = config.get_property("source")
+        engine, preset = transport.split_preset(config.get_property("preset") or "")
+        params = {
+            "strength": config.get_property("strength"),
+            "steps": config.get_property("steps") or None,
+            "seed": config.get_property("seed"),
+            "context": config.get_property("context"),
+            "feather": config.get_property("feather"),
+        }
+
+        selection = pixels.selection_rect(image)
+        if selection.empty:
+            return _fail(procedure, "Touchup: nothing is selected. Select the region to refine first.")
+        doc_w, doc_h = image.get_width(), image.get_height()
+        tile = pixels.context_tile(selection, doc_w, doc_h, params["context"])
+        active = drawables[0]
+
+        Gimp.progress_init("Touchup: reading pixels…")
+        fmt = pixels.pixel_format(image, active)
+        if source == "active":
+            src = pixels.read_rgba(active, tile, fmt, "source")
+        else:
+            src = pixels.read_visible(image, tile, fmt)
+        mask = pixels.read_selection(image, tile, fmt)
+        refs = [pixels.read_whole(reference, fmt, "reference")] if reference is not None else []
+
+        header, frames = transport.refine_request(
+            src,
+            mask,
+            origin=(tile.x, tile.y),
+            doc_size=(doc_w, doc_h),
+            references=refs,
+            prompt=instruction,
+            engine=engine,
+            preset=preset,
+            params=params,
+        )
+
+        def on_progress(event) -> None:
+            Gimp.progress_set_text(transport.stage_text(event.stage))
+            Gimp.progress_update(event.fraction)
+
+        Gimp.progress_set_text("Touchup: sending to the backend…")
+        try:
+            result = transport.run_refine(endpoint, header, frames, on_progress)
+        except transport.BackendError as exc:
+            Gimp.progress_end()
+            return _fail(procedure, transport.user_message(exc, endpoint))
+
+        out = result.frame("result")
+        origin = result.header.get("origin") or [tile.x, tile.y]
+        if out is None or out.desc.channels != 4 or out.desc.dtype != fmt.dtype:
+            Gimp.progress_end()
+            return _fail(
+                procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
+            )
+        Gimp.progress_set_text("Touchup: adding the layer…")
+        pixels.add_result_layer(image, active, _layer_name(instruction, reference), origin, out, fmt)
+        Gimp.progress_update(1.0)
+        Gimp.progress_end()
+        Gimp.displays_flush()
+
+        meta = result.header.get("meta") or {}
+        note = str(meta.get("reference") or "")
+        if interactive and reference is not None and note.startswith("rejected"):
+            Gimp.message(f"Touchup: the reference layer was not used ({note}).")
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+Gimp.main(TouchupRefine.__gtype__, sys.argv)

@@ -1,0 +1,72 @@
+"""The interactive dialog: GIMP's generated procedure dialog plus a preset list from the backend.
+
+GIMP builds widgets for every argument; the preset argument is a free string because the
+backend decides which engines and presets exist (and that can change without re-registering
+the plug-in), so its plain entry is replaced by a combo box listing what the backend offers --
+or a fallback list with a line saying the backend is not running.
+"""
+
+from __future__ import annotations
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gtk", "3.0")
+from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
+
+#: Arguments shown by the generated dialog, in this order (the preset row is inserted after
+#: the reference chooser).
+FIELDS_BEFORE = ["instruction", "reference"]
+FIELDS_AFTER = ["strength", "steps", "seed", "context", "feather", "source", "endpoint"]
+
+
+def _preset_row(config, presets: list[str]) -> Gtk.Widget:
+    """A labelled combo (with entry) bound both ways to the config's ``preset`` string."""
+    combo = Gtk.ComboBoxText.new_with_entry()
+    for name in presets:
+        combo.append_text(name)
+    entry = combo.get_child()
+    entry.set_placeholder_text("backend default")
+    config.bind_property(
+        "preset", entry, "text", GObject.BindingFlags.BIDIRECTIONAL | GObject.BindingFlags.SYNC_CREATE
+    )
+    label = Gtk.Label.new_with_mnemonic("_Preset")
+    label.set_mnemonic_widget(combo)
+    label.set_xalign(0.0)
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    row.pack_start(label, False, False, 0)
+    row.pack_start(combo, True, True, 0)
+    row.set_tooltip_text("engine/preset offered by the backend; empty uses the backend's default")
+    row.show_all()
+    return row
+
+
+def run_dialog(procedure, config, transport) -> bool:
+    """Show the dialog; True when the user pressed OK (the config then holds their values)."""
+    GimpUi.init("touchup-refine")
+    endpoint = config.get_property("endpoint")
+    presets, status = transport.fetch_presets(endpoint)
+
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, "Refine Selection")
+    dialog.get_widget("instruction", GObject.TYPE_NONE)
+    if status:
+        label = dialog.get_label("backend-status", status, False, False)
+        label.set_line_wrap(True)
+        label.set_max_width_chars(60)
+        dialog.fill(["backend-status", *FIELDS_BEFORE])
+    else:
+        dialog.fill(FIELDS_BEFORE)
+    row = _preset_row(config, presets)
+    content = dialog.get_content_area()
+    content.pack_start(row, False, False, 0)
+    dialog.fill(FIELDS_AFTER)
+    # fill() appends in call order; move the preset row back between the two groups.
+    children = content.get_children()
+    anchor = dialog.get_widget("reference", GObject.TYPE_NONE)
+    if anchor in children:
+        content.reorder_child(row, children.index(anchor) + 1)
+    try:
+        return bool(dialog.run())
+    finally:
+        dialog.destroy()

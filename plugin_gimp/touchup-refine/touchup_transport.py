@@ -1,0 +1,140 @@
+"""Talking to the Touchup backend from the GIMP plug-in, with no GIMP imports.
+
+Kept apart from the GIMP glue so that it can be unit-tested with a plain Python and a real
+backend, and so that the plug-in's behaviour towards the backend (which presets it offers,
+which error text a user reads, how progress and cancellation flow) lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from touchup.shared.client import BackendError, Client, refine_request
+from touchup.shared.frames import Frame
+from touchup.shared.protocol import ErrorCode, Kind, Message
+
+__all__ = ["BackendError", "refine_request", "run_refine", "fetch_presets", "user_message"]
+
+#: Offered when the backend cannot be asked (not running yet): the engine every backend has.
+FALLBACK_PRESETS: tuple[str, ...] = ("classic/default",)
+#: How long to wait for ``hello`` before telling the user the backend is not running.
+HELLO_TIMEOUT_S = 3.0
+#: A job that sends nothing for this long is given up (the backend died or hangs). Model loads
+#: report progress, so this only fires when something is really wrong.
+IDLE_TIMEOUT_S = 300.0
+
+
+def start_hint(endpoint: str) -> str:
+    """What a user reads when nothing answers: where we looked and how to start the backend."""
+    return (
+        f"The Touchup backend is not running (nothing answered at {endpoint}).\n"
+        "Start it with `touchup serve` in a terminal (or start the Touchup app), "
+        "then run Filters > Touchup > Refine Selection again."
+    )
+
+
+def user_message(exc: BackendError, endpoint: str) -> str:
+    """The text GIMP shows for a failed refine: the backend's own human message, or how to start it."""
+    if exc.code == ErrorCode.UNREACHABLE:
+        return start_hint(endpoint)
+    if exc.code == "cancelled":
+        return "Touchup: the refine was cancelled."
+    text = f"Touchup could not refine the selection: {exc.message}"
+    if exc.code == ErrorCode.MODEL_MISSING:
+        return text  # the message already names the download command
+    return f"{text} [{exc.code}]"
+
+
+def presets_from_hello(hello: dict[str, Any]) -> list[str]:
+    """``engine/preset`` names a user can pick, from the ``engines`` of the backend's capabilities.
+
+    Engines that report themselves unavailable (libraries or weights missing) are left out;
+    the backend's default engine comes first so that the dialog's first entry is what an
+    empty preset would use anyway.
+    """
+    caps = hello.get("capabilities") or {}
+    engines = caps.get("engines") or hello.get("engines") or []
+    default_engine = caps.get("default_engine")
+    names: list[str] = []
+    for engine in sorted(engines, key=lambda e: e.get("name") != default_engine):
+        if not (engine.get("available") or {}).get("ok", True):
+            continue
+        for preset in engine.get("presets") or []:
+            names.append(f"{engine.get('name')}/{preset.get('name')}")
+    return names
+
+
+def split_preset(text: str) -> tuple[str | None, str | None]:
+    """``engine/preset`` -> (engine, preset); ``engine`` alone -> (engine, None); empty -> defaults."""
+    text = (text or "").strip()
+    if not text:
+        return None, None
+    engine, _, preset = text.partition("/")
+    return (engine.strip() or None), (preset.strip() or None)
+
+
+def fetch_presets(endpoint: str, timeout: float = 1.5) -> tuple[list[str], str | None]:
+    """Presets to offer in the dialog, and a status line (None when the backend answered).
+
+    Never raises: the dialog must open even when the backend is down, with the fallback list.
+    """
+    try:
+        with Client(endpoint, name="touchup-gimp") as client:
+            names = presets_from_hello(client.hello(timeout=timeout))
+    except BackendError as exc:
+        return list(FALLBACK_PRESETS), user_message(exc, endpoint)
+    except Exception as exc:  # a malformed endpoint string raises zmq errors
+        return list(FALLBACK_PRESETS), f"Touchup: cannot use endpoint {endpoint!r}: {exc}"
+    return (names or list(FALLBACK_PRESETS)), None
+
+
+@dataclass
+class Progress:
+    """One progress event, reduced to what a progress bar needs."""
+
+    stage: str
+    fraction: float
+
+
+def stage_text(stage: str) -> str:
+    """A short human label for a backend stage name."""
+    return "Touchup: " + (stage.replace("_", " ") if stage else "working") + "…"
+
+
+def run_refine(
+    endpoint: str,
+    header: dict[str, Any],
+    frames: list[Frame],
+    on_progress: Callable[[Progress], None] | None = None,
+    idle_timeout: float = IDLE_TIMEOUT_S,
+) -> Message:
+    """Check the backend answers, submit the job, relay progress, return the ``result`` message.
+
+    Raises :class:`BackendError`: ``unreachable`` when nothing answers ``hello`` in time (so a
+    user is not left watching a progress bar for a backend that is not running), the backend's
+    own code for refused or failed jobs, ``cancelled`` when the job was cancelled.
+
+    Cancellation from GIMP needs nothing here: GIMP ends the plug-in process when the user
+    cancels its progress, the connection drops, and the backend cancels that client's jobs the
+    next time it tries to report to it.
+    """
+    with Client(endpoint, name="touchup-gimp") as client:
+        client.hello(timeout=HELLO_TIMEOUT_S)
+
+        def relay(msg: Message) -> None:
+            if on_progress is None:
+                return
+            h = msg.header
+            if msg.kind == Kind.ACCEPTED:
+                position = int(h.get("position") or 0)
+                stage = f"queued ({position} ahead)" if position > 0 else "starting"
+                on_progress(Progress(stage, 0.0))
+            elif msg.kind == Kind.PROGRESS:
+                total = max(int(h.get("total") or 0), 0)
+                step = int(h.get("step") or 0)
+                on_progress(Progress(str(h.get("stage") or ""), min(step / total, 1.0) if total else 0.0))
+
+        req_id = client.submit(header, frames)
+        return client.wait(req_id, on_event=relay, idle_timeout=idle_timeout)

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Build (or restore) a Debian trixie chroot with GIMP 3 and the Python modules the Touchup
+# plug-in needs, for the GIMP integration tests and for trying the plug-in on a system whose
+# own GIMP is older than 3.0.
+#
+# Idempotent: an existing, complete chroot is reused; otherwise a zstd tarball cache is unpacked;
+# otherwise the chroot is bootstrapped (about a minute) and the cache is written for next time.
+# The chroot shares the host's network namespace, so a backend on the host's loopback is
+# reachable from GIMP inside it. Needs root (debootstrap and chroot).
+#
+# Environment:
+#   TOUCHUP_GIMP_CHROOT   where the chroot lives     (default: <repo>/.cache/gimp/trixie)
+#   TOUCHUP_GIMP_CACHE    folder for the tarball     (default: <repo>/.cache/gimp)
+#   TOUCHUP_DEBIAN_MIRROR Debian mirror              (default: http://deb.debian.org/debian)
+#
+# The last line printed on stdout is the chroot's path.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+chroot_dir="${TOUCHUP_GIMP_CHROOT:-$repo/.cache/gimp/trixie}"
+cache_dir="${TOUCHUP_GIMP_CACHE:-$repo/.cache/gimp}"
+mirror="${TOUCHUP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+packages=(gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-msgpack xvfb xauth)
+# The package list is part of the cache key, so changing it never reuses a stale tarball.
+key="$(printf '%s\n' trixie "${packages[@]}" | sha256sum | cut -c1-12)"
+tarball="$cache_dir/trixie-gimp-$key.tar.zst"
+
+log() { echo "setup_gimp: $*" >&2; }
+
+complete() {
+    [[ -x "$1/usr/bin/gimp-console-3.0" && -x "$1/usr/bin/xvfb-run" ]] &&
+        chroot "$1" python3 -c 'import zmq, msgpack, gi; gi.require_version("Gimp", "3.0")' 2>/dev/null
+}
+
+if [[ $EUID -ne 0 ]]; then
+    log "must run as root (debootstrap and chroot need it)"
+    exit 1
+fi
+
+if complete "$chroot_dir"; then
+    log "chroot already complete"
+    echo "$chroot_dir"
+    exit 0
+fi
+
+need=()
+command -v zstd >/dev/null || need+=(zstd)
+command -v debootstrap >/dev/null || [[ -f "$tarball" ]] || need+=(debootstrap)
+if ((${#need[@]})); then
+    log "installing ${need[*]}"
+    # Wait for the dpkg lock rather than failing when another apt run holds it.
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends "${need[@]}" >&2
+fi
+
+rm -rf "$chroot_dir"
+mkdir -p "$chroot_dir" "$cache_dir"
+
+if [[ -f "$tarball" ]]; then
+    log "restoring $tarball"
+    tar -I 'zstd -T0' -xf "$tarball" -C "$chroot_dir"
+else
+    start=$SECONDS
+    log "bootstrapping Debian trixie into $chroot_dir"
+    debootstrap --variant=minbase trixie "$chroot_dir" "$mirror" >&2
+    cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf" 2>/dev/null || true
+    log "installing ${packages[*]}"
+    chroot "$chroot_dir" apt-get update -qq >&2
+    chroot "$chroot_dir" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
+    chroot "$chroot_dir" apt-get clean
+    rm -rf "$chroot_dir"/var/lib/apt/lists/*
+    log "built in $((SECONDS - start)) s; writing cache $tarball"
+    tmp="$tarball.partial"
+    tar -I 'zstd -T0 -3' -cf "$tmp" -C "$chroot_dir" .
+    mv "$tmp" "$tarball"
+    # Older caches for other package lists are dead weight.
+    find "$cache_dir" -maxdepth 1 -name 'trixie-gimp-*.tar.zst' ! -name "$(basename "$tarball")" -delete
+fi
+
+if ! complete "$chroot_dir"; then
+    log "the chroot at $chroot_dir is incomplete (GIMP 3 or its Python modules are missing)"
+    exit 1
+fi
+echo "$chroot_dir"
