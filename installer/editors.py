@@ -1,0 +1,140 @@
+"""Which Python an editor runs its plugins in, and whether it already has pyzmq and msgpack.
+
+The answer decides whether the installer vendors wheels, and for which CPython version:
+
+* Linux distribution builds of Krita link the system ``libpython3.N`` (the version is written
+  in ``kritapykrita.so``) and see the system site-packages, so if ``/usr/bin/python3.N`` imports
+  zmq and msgpack (``apt install python3-zmq python3-msgpack``), nothing needs vendoring.
+* GIMP 3 names its interpreter in ``lib/gimp/3.0/interpreters/pygimp.interp``.
+* Windows and macOS Krita bundle their own Python (3.10 for Krita 5.2), which has neither.
+* Flatpak, Snap and AppImage Pythons cannot be probed from outside or are read-only: the
+  packages are always vendored for them.
+
+A user can always say it directly: ``--krita-python 3.10`` or ``--krita-python /path/python3``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import GIMP, KRITA, EditorLocation, current_system
+from .wheels import python_can_import, python_version_of
+
+#: Python versions bundled by official Windows/macOS builds when nothing better is known.
+BUNDLED_DEFAULTS = {KRITA: (3, 10), GIMP: (3, 12)}
+
+
+@dataclass(frozen=True)
+class EditorPython:
+    """What we know of an editor's plugin Python."""
+
+    version: tuple[int, int] | None
+    interpreter: Path | None = None  # a runnable interpreter equivalent to the editor's
+    has_deps: bool | None = None  # None: unknown (cannot probe)
+    how: str = ""  # how we found out, for the dry-run and doctor output
+
+    @property
+    def version_text(self) -> str:
+        return "unknown" if self.version is None else f"{self.version[0]}.{self.version[1]}"
+
+
+def from_flag(value: str) -> EditorPython:
+    """``--krita-python``/``--gimp-python``: either ``3.11`` or a path to an interpreter."""
+    m = re.fullmatch(r"(\d+)\.(\d+)", value.strip())
+    if m:
+        return EditorPython((int(m.group(1)), int(m.group(2))), None, False, "given on the command line")
+    return probe_interpreter(Path(value), "given on the command line")
+
+
+def probe_interpreter(python: Path, how: str) -> EditorPython:
+    version = python_version_of(python)
+    if version is None:
+        return EditorPython(None, None, None, f"{how}: {python} does not run")
+    return EditorPython(version, python, python_can_import(python), f"{how}: {python}")
+
+
+def detect(location: EditorLocation, system: str | None = None) -> EditorPython:
+    """Best knowledge of the Python the editor at ``location`` will run the plugin in."""
+    system = system or current_system()
+    if location.variant in ("flatpak", "snap"):
+        return EditorPython(
+            None,
+            None,
+            False,
+            f"the {location.variant} Python cannot be probed; pass --{location.editor}-python X.Y",
+        )
+    if location.editor == KRITA:
+        return _krita_python(system)
+    return _gimp_python(system)
+
+
+def _krita_python(system: str) -> EditorPython:
+    if system == "linux":
+        lib = find_kritapykrita()
+        if lib is not None:
+            m = re.search(rb"libpython3\.(\d+)", lib.read_bytes())
+            if m:
+                version = (3, int(m.group(1)))
+                interp = Path(f"/usr/bin/python3.{version[1]}")
+                if interp.exists():
+                    probed = probe_interpreter(interp, f"{lib.name} links libpython3.{version[1]}")
+                    return EditorPython(version, interp, probed.has_deps, probed.how)
+                return EditorPython(version, None, False, f"{lib.name} links libpython3.{version[1]}")
+        return EditorPython(None, None, None, "no Krita with Python scripting found (kritapykrita)")
+    return EditorPython(BUNDLED_DEFAULTS[KRITA], None, False, "Krita 5.2 bundles Python 3.10")
+
+
+def find_kritapykrita() -> Path | None:
+    """Krita's Python scripting plugin on Linux, near the ``krita`` on PATH or in the usual lib dirs."""
+    roots: list[Path] = []
+    exe = shutil.which("krita")
+    if exe:
+        prefix = Path(os.path.realpath(exe)).parent.parent
+        roots += [prefix / "lib", prefix / "lib64"]
+    roots += [Path("/usr/lib"), Path("/usr/lib64"), Path("/usr/local/lib")]
+    for root in roots:
+        for pattern in ("kritaplugins/kritapykrita.so", "*/kritaplugins/kritapykrita.so"):
+            hits = sorted(root.glob(pattern))
+            if hits:
+                return hits[0]
+    return None
+
+
+def find_pygimp_interp(system: str | None = None) -> Path | None:
+    """GIMP 3's interpreter registry for Python plug-ins, where a GIMP 3 is installed."""
+    system = system or current_system()
+    if system == "win32":
+        bases = [
+            Path(os.environ.get(v, "")) / "GIMP 3"
+            for v in ("ProgramFiles", "LOCALAPPDATA")
+            if os.environ.get(v)
+        ]
+        bases = [b / "lib" for b in bases]
+    elif system == "darwin":
+        bases = [Path("/Applications/GIMP.app/Contents/Resources/lib")]
+    else:
+        bases = [Path("/usr/lib"), Path("/usr/local/lib"), *Path("/usr/lib").glob("*-linux-gnu")]
+    for base in bases:
+        hit = base / "gimp" / "3.0" / "interpreters" / "pygimp.interp"
+        if hit.is_file():
+            return hit
+    return None
+
+
+def _gimp_python(system: str) -> EditorPython:
+    interp_file = find_pygimp_interp(system)
+    if interp_file is not None:
+        for line in interp_file.read_text(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "python3" and value.strip():
+                python = Path(value.strip())
+                if not python.is_absolute():  # Windows builds name it relative to the install
+                    python = interp_file.parents[4] / python
+                return probe_interpreter(python, f"{interp_file}")
+    if system == "linux":
+        return EditorPython(None, None, None, "no GIMP 3 found (pygimp.interp)")
+    return EditorPython(BUNDLED_DEFAULTS[GIMP], None, False, "GIMP 3 bundles its own Python")
