@@ -19,7 +19,6 @@ from scipy.sparse.csgraph import connected_components
 
 from ..shared.geometry import Rect
 from .engines.base import WorkingSize
-from .imaging import rgb_float
 
 #: Above this many islands (a speckled soft mask) neighbours are pre-grouped with one dilation
 #: so that the pairwise box merge stays cheap.
@@ -39,6 +38,8 @@ class FocusRegion:
     selection: Rect
     work_width: int
     work_height: int
+    #: How many islands of the selection this region holds (paste-back's feather uses it).
+    islands: int = 1
 
     @property
     def scale(self) -> float:
@@ -51,13 +52,27 @@ class FocusRegion:
 
 
 def find_islands(mask: np.ndarray) -> list[Rect]:
-    """Bounding boxes of the 8-connected components of ``mask > 0`` (every non-zero pixel counts)."""
+    """Bounding boxes of the 8-connected components of ``mask > 0`` (every non-zero pixel counts).
+
+    Traces component outlines (``findContours``) inside the selection's bounding box instead of
+    labelling every pixel of the tile: a tile is mostly context, and outlines are all a bounding
+    box needs. Islands inside another island's hole are found too (two-level hierarchy).
+    """
     selected = (mask > 0).view(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(selected, connectivity=8)
-    return [
-        Rect(int(x), int(y), int(w), int(h))
-        for x, y, w, h, _ in stats[1:count]  # label 0 is the background
-    ]
+    bx, by, bw, bh = cv2.boundingRect(selected)
+    if bw == 0 or bh == 0:
+        return []
+    # A zero frame so that components touching the tile's border are traced like any other.
+    framed = cv2.copyMakeBorder(
+        selected[by : by + bh, bx : bx + bw], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0
+    )
+    contours, hierarchy = cv2.findContours(framed, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outer = [c for c, h in zip(contours, hierarchy[0], strict=True) if h[3] < 0]
+    boxes = []
+    for contour in outer:
+        x, y, w, h = cv2.boundingRect(contour)
+        boxes.append(Rect(x + bx - 1, y + by - 1, w, h))
+    return boxes
 
 
 def _pregroup(mask: np.ndarray, reach: int) -> list[Rect]:
@@ -86,15 +101,19 @@ def _pregroup(mask: np.ndarray, reach: int) -> list[Rect]:
     ]
 
 
-def merge_islands(islands: list[Rect], margin: int, bounds: Rect, gap: int) -> list[tuple[Rect, Rect]]:
+def merge_islands(
+    islands: list[Rect], margin: int, bounds: Rect, gap: int, counts: list[int] | None = None
+) -> list[tuple[Rect, Rect, int]]:
     """Group islands whose context boxes overlap or lie within ``gap`` px of each other.
 
-    Returns ``(region, selection)`` pairs: ``selection`` the union of the group's island boxes,
-    ``region`` that grown by ``margin`` and clamped to ``bounds``. Merging repeats until no two
-    regions are close, so the regions returned never overlap (each selected pixel is refined
-    and pasted exactly once).
+    Returns ``(region, selection, count)``: ``selection`` the union of the group's island boxes,
+    ``region`` that grown by ``margin`` and clamped to ``bounds``, ``count`` how many islands
+    (``counts`` gives the islands per input box when those are already groups). Merging
+    repeats until no two regions are close, so the regions returned never overlap (each
+    selected pixel is refined and pasted exactly once).
     """
     sel = np.array([[r.x, r.y, r.x1, r.y1] for r in islands], dtype=np.int64).reshape(-1, 4)
+    counts = np.ones(len(sel), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
     clamp_lo = np.array([bounds.x, bounds.y, bounds.x, bounds.y])
     clamp_hi = np.array([bounds.x1, bounds.y1, bounds.x1, bounds.y1])
     grow = np.array([-margin, -margin, margin, margin])
@@ -107,24 +126,25 @@ def merge_islands(islands: list[Rect], margin: int, bounds: Rect, gap: int) -> l
         gx = np.maximum(reg[None, :, 0] - reg[:, None, 2], reg[:, None, 0] - reg[None, :, 2])
         gy = np.maximum(reg[None, :, 1] - reg[:, None, 3], reg[:, None, 1] - reg[None, :, 3])
         i, j = np.nonzero(np.maximum(gx, gy) <= gap)
-        groups, labels = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)))
-        if groups == n:
+        n_groups, labels = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)))
+        if n_groups == n:
             break
-        merged = np.empty((groups, 4), dtype=np.int64)
+        merged = np.empty((n_groups, 4), dtype=np.int64)
         merged[:, :2] = np.iinfo(np.int64).max
         merged[:, 2:] = np.iinfo(np.int64).min
         np.minimum.at(merged[:, 0], labels, sel[:, 0])
         np.minimum.at(merged[:, 1], labels, sel[:, 1])
         np.maximum.at(merged[:, 2], labels, sel[:, 2])
         np.maximum.at(merged[:, 3], labels, sel[:, 3])
+        counts = np.bincount(labels, weights=counts, minlength=n_groups).astype(np.int64)
         sel = merged
     reg = np.clip(sel + grow, clamp_lo, clamp_hi)
-    pairs = [
-        (Rect.from_corners(*map(int, r)), Rect.from_corners(*map(int, s)))
-        for r, s in zip(reg, sel, strict=True)
+    groups = [
+        (Rect.from_corners(*map(int, r)), Rect.from_corners(*map(int, s)), int(c))
+        for r, s, c in zip(reg, sel, counts, strict=True)
     ]
     # Reading order (top to bottom, left to right) so progress "region k of n" is predictable.
-    return sorted(pairs, key=lambda p: (p[1].y, p[1].x))
+    return sorted(groups, key=lambda g: (g[1].y, g[1].x))
 
 
 def working_size(width: int, height: int, working: WorkingSize) -> tuple[int, int]:
@@ -164,12 +184,14 @@ def plan_regions(
     bounds = Rect(0, 0, w, h)
     gap = margin if gap is None else gap
     islands = find_islands(mask)
+    counts = None
     if len(islands) > _PREGROUP_ISLANDS:
         islands = _pregroup(mask, max(1, margin + (gap + 1) // 2))
+        counts = [2] * len(islands)  # groups of (possibly) several islands
     regions = []
-    for rect, selection in merge_islands(islands, margin, bounds, gap):
+    for rect, selection, count in merge_islands(islands, margin, bounds, gap, counts):
         ww, wh = working_size(rect.width, rect.height, working)
-        regions.append(FocusRegion(rect, selection, ww, wh))
+        regions.append(FocusRegion(rect, selection, ww, wh, count))
     return regions
 
 
@@ -195,16 +217,38 @@ def crop(image: np.ndarray, rect: Rect) -> np.ndarray:
     return image[rect.y : rect.y1, rect.x : rect.x1]
 
 
+def colour_float(image: np.ndarray) -> np.ndarray:
+    """The colour of ``image`` (``HxWxC``, C = 1, 3 or 4) as a new float32 RGB array.
+
+    Integer samples map to [0, 1]; float samples keep their values (HDR may exceed [0, 1]).
+    Grey is replicated to RGB. The result never shares memory with ``image``.
+    """
+    channels = image.shape[2]
+    if channels == 1:
+        rgb = np.repeat(image, 3, axis=2)
+    elif channels == 4 and image.dtype != np.float16:  # OpenCV has no half-float colour conversion
+        rgb = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    else:
+        rgb = image[:, :, :3]
+    if image.dtype == np.uint8:
+        out = rgb.astype(np.float32)
+        out *= np.float32(1 / 255)
+    elif image.dtype == np.uint16:
+        out = rgb.astype(np.float32)
+        out *= np.float32(1 / 65535)
+    else:
+        out = rgb.astype(np.float32)  # always a copy: engines may work in place
+    return out
+
+
 def focus_crop(image: np.ndarray, mask: np.ndarray, region: FocusRegion) -> tuple[np.ndarray, np.ndarray]:
     """The engine's inputs for ``region``: float32 RGB crop and float32 mask at the working size.
 
-    ``image`` is the tile in its own dtype (1 or 3 colour channels; grey is replicated),
-    ``mask`` the tile's float32 selection. Only the region is converted, never the whole tile.
-    The returned arrays never share memory with the inputs, so engines may work in place.
+    ``image`` is the tile in its own dtype (``HxWxC``), ``mask`` the tile's float32 selection.
+    Only the region is converted, never the whole tile, and the returned arrays never share
+    memory with the inputs, so engines may work in place.
     """
     ww, wh = region.work_size
-    img = resize(rgb_float(crop(image, region.rect)), ww, wh)
-    if np.may_share_memory(img, image):
-        img = img.copy()
+    img = resize(colour_float(crop(image, region.rect)), ww, wh)
     msk = resize(np.ascontiguousarray(crop(mask, region.rect)), ww, wh, smooth=True)
     return img, np.clip(msk, 0.0, 1.0)

@@ -21,10 +21,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from ..shared.geometry import Rect
-from .focus import crop
+from .focus import colour_float, crop
 
 #: Long side, in cells, of the grid the drift is estimated on: drift is low-frequency by nature,
 #: and a coarse grid makes the estimate cheap and ignores the engine's legitimate fine changes.
@@ -74,28 +73,29 @@ def drift_field(
     ``before``/``after``: the engine's input and output (``HxWx3`` float32, working size);
     ``mask``: the crop's selection at the same size. The drift is estimated from context
     pixels -- those not selected, with a guard band of a few pixels around the selection that
-    resampling and the engine's own blending may legitimately touch -- and extrapolated into
-    the selection. Returns the field (``HxWx3`` float32, to subtract from ``after``) and what
-    was measured, for the result's metadata.
+    resampling and the engine's own blending may legitimately touch -- on a coarse grid, and
+    extrapolated into the selection. Returns the field (``HxWx3`` float32, to subtract from
+    ``after``) and what was measured, for the result's metadata.
     """
     h, w = mask.shape[:2]
     selected = (mask > 0).view(np.uint8)
     guard = max(2, round(max(h, w) / 256))
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * guard + 1, 2 * guard + 1))
-    context = 1.0 - cv2.dilate(selected, kernel).astype(np.float32)
-    fraction = float(cv2.mean(context)[0])
+    context = cv2.compare(cv2.dilate(selected, kernel), 0, cv2.CMP_EQ)  # 255 = context pixel
+    fraction = cv2.countNonZero(context) / float(h * w)
     if fraction < MIN_CONTEXT_FRACTION:
         return None, {"color_correct": False, "reason": "no context outside the selection"}
-    cell = max(h, w) / DRIFT_GRID
-    gw, gh = max(1, round(w / cell)), max(1, round(h / cell))
-    diff = cv2.subtract(after, before)
-    cv2.multiply(diff, cv2.merge([context] * 3), dst=diff)
+    cell = max(1, max(h, w) // DRIFT_GRID)
+    gw, gh = max(1, -(-w // cell)), max(1, -(-h // cell))
+    diff = np.zeros_like(after)
+    cv2.subtract(after, before, dst=diff, mask=context)
     values = cv2.resize(diff, (gw, gh), interpolation=cv2.INTER_AREA).reshape(gh, gw, 3)
-    weights = cv2.resize(context, (gw, gh), interpolation=cv2.INTER_AREA).reshape(gh, gw)
+    weights = cv2.resize(context, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    weights = weights.reshape(gh, gw) * np.float32(1 / 255)
     coarse = _push_pull(values, weights)
     coarse = cv2.GaussianBlur(coarse, (0, 0), 1.0).reshape(gh, gw, 3)
     field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, 3)
-    mean = (values.reshape(-1, 3).sum(0) / max(float(weights.sum()), 1e-12)).tolist()
+    mean = values.reshape(-1, 3).sum(0) / max(float(weights.sum()), 1e-12)
     return field, {
         "color_correct": True,
         "context_fraction": round(fraction, 4),
@@ -103,61 +103,68 @@ def drift_field(
     }
 
 
-def feather_alpha(mask: np.ndarray, window: Rect, feather: float, strength: float) -> np.ndarray:
+def feather_alpha(
+    mask: np.ndarray, window: Rect, feather: float, strength: float, islands: int = 2
+) -> np.ndarray:
     """Blend weight over ``window`` of the tile: selection value x strength x inward feather.
 
     The feather ramps from 0 outside the selection to 1 at ``feather`` px inside (Euclidean
     distance to the nearest unselected pixel; the tile's border does not count as an edge, so
     selections touching the canvas border blend fully there). Each island's ramp is capped by
     its own depth, so a thin stroke or a single pixel still reaches full weight at its centre
-    instead of being blended at a fraction of it.
+    instead of being blended at a fraction of it. ``islands`` is how many islands ``window``
+    holds (1 allows a shortcut); ``window`` must hold whole islands and no others.
     """
-    sel = crop(mask, window)
-    alpha = np.clip(sel * np.float32(strength), 0.0, 1.0).astype(np.float32, copy=False)
+    alpha = crop(mask, window).astype(np.float32)  # a copy: scaled in place below
+    if strength != 1.0:
+        alpha *= np.float32(strength)
+    np.clip(alpha, 0.0, 1.0, out=alpha)
     if feather <= 0:
         return alpha
     h, w = mask.shape[:2]
     pad = math.ceil(feather) + 1
     outer = window.grow(pad).intersect(Rect(0, 0, w, h))
-    selected = (crop(mask, outer) > 0).view(np.uint8)
-    dist = cv2.distanceTransform(np.ascontiguousarray(selected), cv2.DIST_L2, 5)
-    count, labels = cv2.connectedComponents(selected, connectivity=8)
-    depth = ndimage.maximum(dist, labels, np.arange(count)).astype(np.float32)
-    depth[0] = 1.0  # background: distance 0 there anyway
-    reach = np.minimum(np.float32(feather), depth)[labels]
-    ramp = np.minimum(dist / reach, 1.0)
     inner = window.translate(-outer.x, -outer.y)
-    return alpha * crop(ramp, inner)
+    selected = (crop(mask, outer) > 0).view(np.uint8)
+    dist = crop(cv2.distanceTransform(selected, cv2.DIST_L2, 5), inner)
+    feather = np.float32(feather)
+    if islands == 1:
+        reach = min(feather, max(float(dist.max()), 1.0))
+        ramp = np.minimum(dist, reach) * np.float32(1.0 / reach)
+    else:
+        count, labels = cv2.connectedComponentsWithAlgorithm(
+            np.ascontiguousarray(crop(selected, inner)), 8, cv2.CV_32S, cv2.CCL_SPAGHETTI
+        )
+        inside = labels > 0
+        depth = np.ones(count, np.float32)
+        np.maximum.at(depth, labels[inside], dist[inside])
+        reach = np.minimum(depth, feather)
+        ramp = np.minimum(dist / reach[labels], 1.0)
+    alpha *= ramp
+    return alpha
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float samples (integer sources: [0, 1] scale) in ``dtype``, kept finite and in range."""
     if dtype == np.uint8:
-        return _round(values, 255, dtype)
+        return cv2.multiply(values, (255.0,) * 4, dtype=cv2.CV_8U)  # rounds and saturates
     if dtype == np.uint16:
-        return _round(values, 65535, dtype)
+        return cv2.multiply(values, (65535.0,) * 4, dtype=cv2.CV_16U)
     if dtype == np.float16:
         return np.clip(values, -_F16_MAX, _F16_MAX).astype(np.float16)
     return values.astype(dtype, copy=False)
 
 
-def _round(values: np.ndarray, top: int, dtype: np.dtype) -> np.ndarray:
-    return np.clip(np.rint(values * np.float32(top)), 0, top).astype(dtype)
-
-
-def _as_float(values: np.ndarray) -> np.ndarray:
-    if values.dtype == np.uint8:
-        return values.astype(np.float32) * np.float32(1 / 255)
-    if values.dtype == np.uint16:
-        return values.astype(np.float32) * np.float32(1 / 65535)
-    return values.astype(np.float32)
-
-
 def new_layer(source: np.ndarray) -> np.ndarray:
     """An ``HxWx4`` layer in the source's dtype: the source's colours, fully transparent."""
-    h, w = source.shape[:2]
-    layer = np.zeros((h, w, 4), dtype=source.dtype)
-    layer[:, :, :3] = source[:, :, :3] if source.shape[2] >= 3 else source[:, :, :1]
+    channels = source.shape[2]
+    if channels == 4:
+        layer = source.copy()
+    else:
+        h, w = source.shape[:2]
+        layer = np.empty((h, w, 4), dtype=source.dtype)
+        layer[:, :, :3] = source if channels == 3 else source[:, :, :1]
+    layer[:, :, 3] = 0
     return layer
 
 
@@ -176,19 +183,31 @@ def blend_region(
     sources: [0, 1]). ``alpha``: the blend weight over ``window``. Only pixels with alpha > 0
     are written, so everything else keeps the source's exact values.
     """
-    channels = source.shape[2]
+    channels, dtype = source.shape[2], source.dtype
     src = crop(source, window)
     if channels == 1:
-        refined = refined.mean(axis=2, keepdims=True)
-    colour = min(channels, 3)
-    src_rgb = _as_float(src[:, :, :colour])
-    a = alpha[:, :, None]
-    mixed = src_rgb + a * (refined - src_rgb)
-    changed = alpha > 0
-    out_rgb = crop(composite, window)[:, :, :colour]
-    np.copyto(out_rgb, _to_dtype(mixed, source.dtype), where=changed[:, :, None])
-    lay = crop(layer, window)
-    np.copyto(lay[:, :, :3], _to_dtype(refined, source.dtype), where=changed[:, :, None])
+        refined = cv2.cvtColor(refined, cv2.COLOR_RGB2GRAY)[:, :, None]
+    src_colour = colour_float(src)
+    if channels == 1:
+        src_colour = np.ascontiguousarray(src_colour[:, :, :1])
+    # mixed = src + alpha * (refined - src), with OpenCV (numpy's broadcasting is far slower).
+    alpha_c = alpha[:, :, None] if channels == 1 else cv2.merge([alpha, alpha, alpha])
+    mixed = cv2.subtract(refined, src_colour).reshape(src_colour.shape)
+    cv2.multiply(mixed, alpha_c, dst=mixed)
+    cv2.add(mixed, src_colour, dst=mixed)
+    changed = cv2.compare(alpha, 0, cv2.CMP_GT)
+    mixed = _to_dtype(mixed, dtype).reshape(src_colour.shape)
     if channels == 4:
-        alpha = alpha * np.clip(_as_float(src[:, :, 3]), 0.0, 1.0)
-    lay[:, :, 3] = _to_dtype(alpha, source.dtype)
+        mixed = cv2.merge([mixed, np.ascontiguousarray(src[:, :, 3])])
+    # Only pixels with alpha > 0 are written: the rest stay bit-identical to the source.
+    cv2.copyTo(mixed, changed, crop(composite, window))
+
+    if channels == 4:
+        own = src[:, :, 3].astype(np.float32)
+        top = float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
+        np.clip(own, 0.0, top, out=own)
+        alpha = cv2.multiply(alpha, own, scale=1.0 / top)
+    colour = _to_dtype(refined, dtype).reshape(refined.shape)
+    if channels == 1:
+        colour = cv2.merge([colour, colour, colour])
+    cv2.copyTo(cv2.merge([colour, _to_dtype(alpha, dtype)]), changed, crop(layer, window))

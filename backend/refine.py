@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..shared.geometry import scaled_margin
@@ -74,7 +75,9 @@ def _validate(job: RefineJob, engine: Engine) -> tuple[np.ndarray, Any]:
             f"mask is {mask.shape[1]}x{mask.shape[0]} but the source is {src.shape[1]}x{src.shape[0]}",
             ErrorCode.SIZE_MISMATCH,
         )
-    mask = mask_to_float(mask)
+    mask = mask[:, :, 0] if mask.ndim == 3 else mask
+    if mask.dtype != np.float32:
+        mask = mask_to_float(mask)  # float32 masks are used as sent: clipped where they are read
     if not 0.0 <= params.strength <= 1.0:
         raise BadInput(f"strength must be within [0, 1], got {params.strength}")
     if params.feather < 0 or params.context < 0:
@@ -96,7 +99,7 @@ def _validate(job: RefineJob, engine: Engine) -> tuple[np.ndarray, Any]:
             f"{caps.max_references if caps.reference else 0} reference image(s)",
             ErrorCode.UNSUPPORTED,
         )
-    if not (mask > 0).any():
+    if not cv2.countNonZero((mask > 0).view(np.uint8)):
         if params.mode != "regenerate":
             raise BadInput("the selection is empty: select the region to refine", ErrorCode.EMPTY_MASK)
         mask = np.ones(mask.shape[:2], np.float32)  # regenerate: nothing selected = everything
@@ -146,11 +149,11 @@ def run_refine(
             raise Cancelled()
         report("focus", k, n, None)
         t0 = time.perf_counter()
-        colour = source[:, :, :3] if source.shape[2] == 4 else source
-        image, crop_mask = focus_crop(colour, mask, region)
+        image, crop_mask = focus_crop(source, mask, region)
         lo, hi = _value_range(image) if source.dtype.kind == "f" else (0.0, 1.0)
         if (lo, hi) != (0.0, 1.0):
-            image = (image - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+            image -= np.float32(lo)
+            image *= np.float32(1.0 / (hi - lo))
         np.clip(image, 0.0, 1.0, out=image)  # bicubic overshoot
         timings["crop"] += time.perf_counter() - t0
 
@@ -170,17 +173,18 @@ def run_refine(
             raise Cancelled()
 
         t0 = time.perf_counter()
-        refined = _checked(output.image, image.shape, engine.name)
+        refined = _checked(output.image, image, engine.name)
         drift_meta: dict[str, Any] = {"color_correct": False}
         if params.color_correct:
             field, drift_meta = drift_field(image, refined, crop_mask)
             if field is not None:
                 refined -= field
         if (lo, hi) != (0.0, 1.0):
-            refined = refined * np.float32(hi - lo) + np.float32(lo)
+            refined *= np.float32(hi - lo)
+            refined += np.float32(lo)
         back = resize(refined, region.rect.width, region.rect.height)
         window = region.selection.translate(-region.rect.x, -region.rect.y)
-        alpha = feather_alpha(mask, region.selection, params.feather, params.strength)
+        alpha = feather_alpha(mask, region.selection, params.feather, params.strength, region.islands)
         blend_region(source, crop(back, window), alpha, region.selection, layer, composite)
         report("paste", k, n, None)
         timings["paste"] += time.perf_counter() - t0
@@ -219,12 +223,13 @@ def run_refine(
     )
 
 
-def _checked(image: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """The engine's output as a fresh float32 array of the crop's shape, or EngineError."""
+def _checked(image: np.ndarray, given: np.ndarray, name: str) -> np.ndarray:
+    """The engine's output as a float32 array of the crop's shape that we may modify, or EngineError."""
     image = np.asarray(image)
-    if image.shape != shape:
-        raise EngineError(f"engine {name!r} returned an image of shape {image.shape}, expected {shape}")
-    image = image.astype(np.float32, copy=True)
-    if not np.isfinite(image).all():
+    if image.shape != given.shape:
+        raise EngineError(f"engine {name!r} returned an image of shape {image.shape}, expected {given.shape}")
+    if image.dtype != np.float32 or np.may_share_memory(image, given) or not image.flags.writeable:
+        image = image.astype(np.float32)
+    if not cv2.checkRange(image):
         raise EngineError(f"engine {name!r} produced non-finite pixels (NaN or infinity)")
     return image
