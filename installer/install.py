@@ -157,9 +157,17 @@ def plugin_config(opts: Options) -> bytes:
 
 
 # -- planning ---------------------------------------------------------------------------------
+#: ``lib/touchup/__init__.py``: a regular package wins over any other ``touchup`` namespace
+#: portion later on the editor's sys.path, so the plugin always gets the protocol it shipped with.
+_LIB_PACKAGE_INIT = (
+    b'"""Private copy of Touchup\'s protocol package for this plugin (written by touchup install)."""\n'
+)
+
+
 def _shared_files(stack: ExitStack, lib: Path) -> list[FileSpec]:
     shared = _package_dir(stack, "touchup.shared")
-    return [FileSpec(lib / "touchup" / "shared" / p.relative_to(shared), p) for p in _walk(shared)]
+    files = [FileSpec(lib / "touchup" / "__init__.py", content=_LIB_PACKAGE_INIT)]
+    return files + [FileSpec(lib / "touchup" / "shared" / p.relative_to(shared), p) for p in _walk(shared)]
 
 
 def _vendored_files(
