@@ -1,0 +1,391 @@
+"""Evaluation cases: quadruples of (input, selection, references, ground truth).
+
+The built-in set is generated, reproducibly, from the photographs scikit-image ships inside its
+wheel (no download, so it runs from a fresh clone and in CI). It follows the data pipelines of
+reference-based refiners: take a clean photo (the ground truth), pick a region over a face,
+text, logo or texture, degrade that region (blur, downsample-upsample, JPEG, erosion of
+strokes, lighting/colour shift, noise), and optionally make a reference from the clean region
+seen under another pose and light. The user's selection is the degraded region grown by a few
+pixels, because retouchers select generously; its band of clean pixels is exactly where a
+careless paste-back shows a seam.
+
+A user's own set is a folder of case folders (see :func:`load_folder` and docs/eval.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CATEGORIES = ("text", "logo", "face", "texture")
+DEGRADATIONS = ("blur", "downsample", "jpeg", "erosion", "lighting", "noise")
+#: Region size classes: the degraded region's share of the image area.
+SIZES: dict[str, float] = {"tiny": 0.01, "small": 0.04, "medium": 0.10, "large": 0.25}
+SHAPES = ("ellipse", "rect", "blob")
+
+PROMPTS = {
+    "text": "restore the lettering so it is sharp and legible",
+    "logo": "restore the logo with clean edges and true colours",
+    "face": "restore the face with natural detail",
+    "texture": "restore the texture with crisp natural detail",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A bundled photo and where, as fractions of its width/height, the region centre may fall."""
+
+    image: str  # a ``skimage.data`` loader that needs no download
+    category: str
+    roi: tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("text", "text", (0.2, 0.3, 0.8, 0.7)),
+    Source("page", "text", (0.2, 0.2, 0.8, 0.8)),
+    Source("astronaut", "text", (0.57, 0.69, 0.61, 0.72)),  # the name tag
+    Source("logo", "logo", (0.35, 0.35, 0.65, 0.65)),
+    Source("astronaut", "logo", (0.27, 0.72, 0.32, 0.78)),  # the mission patch
+    Source("astronaut", "face", (0.37, 0.12, 0.48, 0.26)),
+    Source("chelsea", "face", (0.40, 0.25, 0.65, 0.60)),
+    Source("camera", "face", (0.43, 0.15, 0.48, 0.24)),
+    Source("brick", "texture", (0.25, 0.25, 0.75, 0.75)),
+    Source("grass", "texture", (0.25, 0.25, 0.75, 0.75)),
+    Source("gravel", "texture", (0.25, 0.25, 0.75, 0.75)),
+    Source("immunohistochemistry", "texture", (0.25, 0.25, 0.75, 0.75)),
+)
+
+
+@dataclass
+class EvalCase:
+    """One benchmark case. All images are uint8 RGB of the same size except references.
+
+    ``image`` is the whole document as the user has it (degraded inside the region only);
+    ``mask`` the selection (``HxW`` uint8, 0 = not selected); ``truth`` the clean document.
+    """
+
+    name: str
+    category: str
+    image: np.ndarray
+    mask: np.ndarray
+    truth: np.ndarray
+    references: list[np.ndarray] = field(default_factory=list)
+    prompt: str = ""
+    degradation: str = ""
+    size: str = ""
+    source: str = ""
+    seed: int = 0
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.references)
+
+    @property
+    def selected_fraction(self) -> float:
+        return float(np.count_nonzero(self.mask)) / self.mask.size
+
+
+class DatasetError(ValueError):
+    """A user's dataset folder does not follow the documented layout."""
+
+
+# -- the built-in set ------------------------------------------------------------------------
+
+
+@functools.cache
+def load_photo(name: str) -> np.ndarray:
+    """A bundled scikit-image photo as uint8 RGB (grey replicated, alpha composited on white)."""
+    import skimage.data
+
+    img = np.asarray(getattr(skimage.data, name)())
+    if img.dtype != np.uint8:
+        img = (
+            (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+            if img.dtype.kind == "f"
+            else img.astype(np.uint8)
+        )
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    img = np.ascontiguousarray(img[:, :, :3])
+    img.setflags(write=False)  # shared by every case through the cache
+    return img
+
+
+def case_plan(index: int) -> tuple[str, str, str, bool]:
+    """(category, size, degradation, with_reference) of case ``index``.
+
+    A fixed rotation rather than random draws, so that even a handful of cases covers every
+    category, size, degradation and both reference modes.
+    """
+    category = CATEGORIES[index % len(CATEGORIES)]
+    size = list(SIZES)[(index // len(CATEGORIES)) % len(SIZES)]
+    turn = index + index // len(CATEGORIES)
+    degradation = DEGRADATIONS[turn % len(DEGRADATIONS)]
+    return category, size, degradation, turn % 2 == 0
+
+
+def region_mask(
+    height: int, width: int, fraction: float, roi: tuple[float, float, float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """A boolean region covering about ``fraction`` of the image, centred inside ``roi``."""
+    area = fraction * height * width
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    aspect = float(np.exp(rng.uniform(-0.4, 0.4)))  # width / height of the region
+    # Half extents of the region's box, then limited so it fits inside the image.
+    if shape == "rect":
+        hw, hh = math.sqrt(area * aspect) / 2, math.sqrt(area / aspect) / 2
+    else:
+        hw, hh = math.sqrt(area * aspect / math.pi), math.sqrt(area / aspect / math.pi)
+    hw, hh = min(hw, width / 2 - 4), min(hh, height / 2 - 4)
+    x0, y0, x1, y1 = roi
+    cx = float(np.clip(rng.uniform(x0, x1) * width, hw + 3, width - hw - 3))
+    cy = float(np.clip(rng.uniform(y0, y1) * height, hh + 3, height - hh - 3))
+    mask = np.zeros((height, width), np.uint8)
+    if shape == "rect":
+        cv2.rectangle(mask, (round(cx - hw), round(cy - hh)), (round(cx + hw) - 1, round(cy + hh) - 1), 1, -1)
+    elif shape == "ellipse":
+        angle = float(rng.uniform(0, 180))
+        cv2.ellipse(
+            mask, (round(cx), round(cy)), (max(1, round(hw)), max(1, round(hh))), angle, 0, 360, 1, -1
+        )
+    else:  # a wobbly ellipse, like a lasso selection
+        theta = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+        wobble = (
+            1
+            + 0.12 * np.sin(3 * theta + rng.uniform(0, 6.3))
+            + 0.07 * np.sin(5 * theta + rng.uniform(0, 6.3))
+        )
+        wobble /= wobble.max()
+        pts = np.stack([cx + hw * wobble * np.cos(theta), cy + hh * wobble * np.sin(theta)], axis=1)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def _lighting(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Exposure, gamma and white-balance change of a float RGB image."""
+    gain = 1 + strength * rng.choice([-1, 1]) * rng.uniform(0.15, 0.3)
+    tint = 1 + strength * rng.uniform(-0.08, 0.08, size=3)
+    gamma = float(np.exp(strength * rng.uniform(-0.25, 0.25)))
+    return np.clip(np.power(img, gamma) * gain * tint, 0, 1).astype(np.float32)
+
+
+def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``img`` (float32 RGB in [0, 1]) degraded by ``kind``; the caller keeps only the region."""
+    h, w = img.shape[:2]
+    if kind == "blur":
+        return cv2.GaussianBlur(img, (0, 0), float(rng.uniform(1.5, 3.5)))
+    if kind == "downsample":
+        f = float(rng.uniform(3, 6))
+        small = cv2.resize(img, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if kind == "jpeg":
+        u8 = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+        quality = int(rng.integers(5, 16))
+        ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+    if kind == "erosion":
+        # Thin strokes the way generators break lettering: grow the background over them.
+        k = int(rng.choice([3, 5]))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        light_background = float(np.median(img)) > 0.5
+        return (cv2.dilate if light_background else cv2.erode)(img, kernel)
+    if kind == "lighting":
+        return _lighting(img, rng)
+    if kind == "noise":
+        return np.clip(img + rng.normal(0, rng.uniform(0.04, 0.09), img.shape), 0, 1).astype(np.float32)
+    raise ValueError(f"unknown degradation {kind!r}")
+
+
+def make_reference(truth: np.ndarray, selection: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The clean region (with some surroundings) under a random pose, scale and lighting."""
+    ys, xs = np.nonzero(selection)
+    h, w = truth.shape[:2]
+    pad_x, pad_y = int(0.15 * (np.ptp(xs) + 1)) + 2, int(0.15 * (np.ptp(ys) + 1)) + 2
+    x0, x1 = max(0, xs.min() - pad_x), min(w, xs.max() + 1 + pad_x)
+    y0, y1 = max(0, ys.min() - pad_y), min(h, ys.max() + 1 + pad_y)
+    crop = truth[y0:y1, x0:x1].astype(np.float32) / 255.0
+    ch, cw = crop.shape[:2]
+    zoom = float(rng.uniform(1.0, 2.0))  # references are often sharper, larger photos
+    out_w, out_h = max(8, round(cw * zoom)), max(8, round(ch * zoom))
+    src = np.float32([[0, 0], [cw, 0], [cw, ch], [0, ch]])
+    if rng.random() < 0.5:  # similarity: rotate, scale, shift
+        angle = float(rng.uniform(-20, 20))
+        scale = zoom * float(rng.uniform(0.85, 1.15))
+        m = cv2.getRotationMatrix2D((cw / 2, ch / 2), angle, scale)
+        m[:, 2] += [(out_w - cw) / 2, (out_h - ch) / 2]
+        m[:, 2] += rng.uniform(-0.05, 0.05, 2) * [out_w, out_h]
+        warped = cv2.warpAffine(crop, m, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    else:  # perspective: move each corner by up to 10 % of the size
+        jitter = rng.uniform(-0.1, 0.1, (4, 2)) * [out_w, out_h]
+        dst = (src * zoom + jitter).astype(np.float32)
+        m = cv2.getPerspectiveTransform(src, dst)
+        warped = cv2.warpPerspective(
+            crop, m, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+        )
+    lit = _lighting(np.clip(warped, 0, 1), rng, strength=0.5)
+    return np.clip(np.rint(lit * 255), 0, 255).astype(np.uint8)
+
+
+def make_case(index: int, seed: int = 0) -> EvalCase:
+    """Built-in case ``index``; the same (index, seed) always gives the same arrays."""
+    category, size, degradation, with_reference = case_plan(index)
+    rng = np.random.default_rng([seed, index])
+    sources = [s for s in SOURCES if s.category == category]
+    source = sources[int(rng.integers(len(sources)))]
+    truth = load_photo(source.image)
+    h, w = truth.shape[:2]
+    region = region_mask(h, w, SIZES[size], source.roi, rng)
+    degraded = degrade(truth.astype(np.float32) / 255.0, degradation, rng)
+    image = truth.copy()
+    image[region] = np.clip(np.rint(degraded[region] * 255), 0, 255).astype(np.uint8)
+    # The selection: the damaged region grown by a few percent of its size.
+    grow = max(2, round(0.04 * math.sqrt(region.sum())))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    selection = cv2.dilate(region.astype(np.uint8), kernel) * np.uint8(255)
+    references = [make_reference(truth, selection > 0, rng)] if with_reference else []
+    ref_tag = "ref" if with_reference else "noref"
+    return EvalCase(
+        name=f"{index:03d}-{category}-{source.image}-{degradation}-{size}-{ref_tag}",
+        category=category,
+        image=image,
+        mask=selection,
+        truth=truth.copy(),
+        references=references,
+        prompt=PROMPTS[category],
+        degradation=degradation,
+        size=size,
+        source=source.image,
+        seed=seed,
+    )
+
+
+def builtin_cases(count: int, seed: int = 0) -> list[EvalCase]:
+    """The first ``count`` built-in cases."""
+    return [make_case(i, seed) for i in range(count)]
+
+
+# -- a user's folder -------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB (16-bit scaled down, alpha composited on white)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetError(f"cannot read image {path}")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise DatasetError(f"{path}: only 8- and 16-bit images are supported")
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    return np.ascontiguousarray(img[:, :, 2::-1])
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A selection image as ``HxW`` uint8 (colour masks use their first channel)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetError(f"cannot read mask {path}")
+    if img.ndim == 3:
+        img = img[:, :, 0]
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    return np.ascontiguousarray(img.astype(np.uint8))
+
+
+def load_case_folder(folder: Path) -> EvalCase:
+    """One case folder: input, mask, truth, optional reference*, optional case.json."""
+    paths = {stem: _find(folder, stem) for stem in ("input", "mask", "truth")}
+    missing = [stem for stem, p in paths.items() if p is None]
+    if missing:
+        raise DatasetError(f"{folder}: missing {', '.join(missing)} image (expected e.g. {missing[0]}.png)")
+    image, mask, truth = read_rgb(paths["input"]), read_mask(paths["mask"]), read_rgb(paths["truth"])
+    if mask.shape != image.shape[:2] or truth.shape != image.shape:
+        raise DatasetError(
+            f"{folder}: input {image.shape[1]}x{image.shape[0]}, mask {mask.shape[1]}x{mask.shape[0]} and "
+            f"truth {truth.shape[1]}x{truth.shape[0]} must all have the same size"
+        )
+    if not mask.any():
+        raise DatasetError(f"{folder}: the mask selects nothing")
+    refs = sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.stem.startswith("reference") and p.suffix.lower() in IMAGE_SUFFIXES
+        ),
+        key=lambda p: (p.stem != "reference", len(p.stem), p.stem),
+    )
+    meta = {}
+    if (folder / "case.json").is_file():
+        try:
+            meta = json.loads((folder / "case.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{folder / 'case.json'}: not valid JSON ({exc})") from exc
+    return EvalCase(
+        name=folder.name,
+        category=str(meta.get("category", "other")),
+        image=image,
+        mask=mask,
+        truth=truth,
+        references=[read_rgb(p) for p in refs],
+        prompt=str(meta.get("prompt", "")),
+        degradation=str(meta.get("degradation", "")),
+        size=str(meta.get("size", "")),
+        source=str(meta.get("source", folder.name)),
+    )
+
+
+def load_folder(path: str | Path, count: int | None = None) -> list[EvalCase]:
+    """Every case folder under ``path`` in name order (the first ``count`` when given)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DatasetError(f"{root} has no case folders (see docs/eval.md for the layout)")
+    if count is not None:
+        folders = folders[:count]
+    return [load_case_folder(f) for f in folders]
+
+
+def save_case_folder(case: EvalCase, folder: str | Path) -> Path:
+    """Write ``case`` in the folder layout :func:`load_case_folder` reads (round-trips exactly)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    write = cv2.imwrite
+    write(str(out / "input.png"), case.image[:, :, ::-1])
+    write(str(out / "mask.png"), case.mask)
+    write(str(out / "truth.png"), case.truth[:, :, ::-1])
+    for i, ref in enumerate(case.references):
+        write(str(out / (f"reference-{i}.png" if i else "reference.png")), ref[:, :, ::-1])
+    meta = {
+        "category": case.category,
+        "prompt": case.prompt,
+        "degradation": case.degradation,
+        "size": case.size,
+    }
+    (out / "case.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out

@@ -1,0 +1,122 @@
+"""Run every method on every case and score the results.
+
+One engine instance, loaded once, serves all methods, so the methods differ only in how the
+region reaches the engine and comes back -- which is what the benchmark is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engines.base import Engine, RefineParams
+from ..errors import TouchupError
+from .baselines import METHODS, run_method
+from .datasets import EvalCase
+from .metrics import METRICS, Regions, score
+from .perceptual import Perceptual
+
+#: ``on_step(case_name, method)`` after each method of each case (drives the progress bar).
+StepFn = Callable[[str, str], None]
+
+
+@dataclass
+class Sample:
+    """A case kept for the contact sheet, with each method's refined document."""
+
+    case: EvalCase
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """Everything a report needs: per-(case, method) rows and the kept samples."""
+
+    engine: str
+    preset: str
+    methods: list[str]
+    rows: list[dict[str, Any]]
+    samples: list[Sample]
+    skipped: dict[str, str] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+
+
+def sample_indices(cases: Sequence[EvalCase], keep: int) -> list[int]:
+    """Which cases to keep pictures of: one per category first, then in order, ``keep`` in all."""
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for i, case in enumerate(cases):
+        if case.category not in seen:
+            seen.add(case.category)
+            chosen.append(i)
+    chosen += [i for i in range(len(cases)) if i not in chosen]
+    return sorted(chosen[:keep])
+
+
+def run_eval(
+    cases: Sequence[EvalCase],
+    engine: Engine,
+    preset: str | None = None,
+    methods: Sequence[str] | None = None,
+    perceptual: Perceptual | None = None,
+    keep: int = 6,
+    on_step: StepFn | None = None,
+    base_params: RefineParams | None = None,
+) -> EvalResult:
+    """Refine each case with each method and score it; see :mod:`.metrics` for the columns."""
+    methods = list(methods or METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    preset_obj = engine.preset(preset)
+    engine.load(preset_obj.name)
+    kept = set(sample_indices(cases, keep))
+    rows: list[dict[str, Any]] = []
+    samples: list[Sample] = []
+    for index, case in enumerate(cases):
+        regions = Regions.from_selection(case.mask)
+        params = RefineParams(**{**(base_params or RefineParams()).to_dict(), "preset": preset_obj.name})
+        params.seed = case.seed * 1000 + index
+        sample = Sample(case) if index in kept else None
+        for method in methods:
+            row: dict[str, Any] = {
+                "case": case.name,
+                "category": case.category,
+                "degradation": case.degradation,
+                "size": case.size,
+                "reference": case.has_reference,
+                "selected": round(case.selected_fraction, 5),
+                "method": method,
+                "engine": engine.name,
+                "preset": preset_obj.name,
+                "error": "",
+            }
+            try:
+                outcome = run_method(method, case, engine, params)
+            except TouchupError as exc:
+                row.update({name: float("nan") for name in METRICS}, seconds=float("nan"), error=exc.message)
+            else:
+                row["seconds"] = outcome.seconds
+                row.update(score(outcome.image, case.image, case.truth, regions))
+                if perceptual is not None:
+                    row.update(perceptual.score(outcome.image, case.truth, regions.inside))
+                if sample is not None:
+                    sample.outputs[method] = outcome.image
+            rows.append(row)
+            if on_step is not None:
+                on_step(case.name, method)
+        if sample is not None:
+            samples.append(sample)
+    metric_names = list(METRICS) + (list(perceptual.metrics) if perceptual is not None else [])
+    return EvalResult(
+        engine=engine.name,
+        preset=preset_obj.name,
+        methods=methods,
+        rows=rows,
+        samples=samples,
+        skipped=dict(perceptual.skipped) if perceptual is not None else {},
+        metrics=metric_names,
+    )
