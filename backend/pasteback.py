@@ -81,7 +81,7 @@ def drift_field(
     selected = (mask > 0).view(np.uint8)
     guard = max(2, round(max(h, w) / 256))
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * guard + 1, 2 * guard + 1))
-    context = cv2.compare(cv2.dilate(selected, kernel), 0, cv2.CMP_EQ)  # 255 = context pixel
+    context = (cv2.dilate(selected, kernel) == 0).view(np.uint8)  # 1 = context pixel
     fraction = cv2.countNonZero(context) / float(h * w)
     if fraction < MIN_CONTEXT_FRACTION:
         return None, {"color_correct": False, "reason": "no context outside the selection"}
@@ -90,8 +90,8 @@ def drift_field(
     diff = np.zeros_like(after)
     cv2.subtract(after, before, dst=diff, mask=context)
     values = cv2.resize(diff, (gw, gh), interpolation=cv2.INTER_AREA).reshape(gh, gw, 3)
-    weights = cv2.resize(context, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    weights = weights.reshape(gh, gw) * np.float32(1 / 255)
+    weights = cv2.resize(context.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+    weights = weights.reshape(gh, gw)
     coarse = _push_pull(values, weights)
     coarse = cv2.GaussianBlur(coarse, (0, 0), 1.0).reshape(gh, gw, 3)
     field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, 3)
@@ -146,10 +146,12 @@ def feather_alpha(
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float samples (integer sources: [0, 1] scale) in ``dtype``, kept finite and in range."""
+    # addWeighted rounds and saturates in one pass (and, unlike the arithmetic functions, takes
+    # its factors as plain numbers, never mistaking them for a tiny image).
     if dtype == np.uint8:
-        return cv2.multiply(values, (255.0,) * 4, dtype=cv2.CV_8U)  # rounds and saturates
+        return cv2.addWeighted(values, 255.0, values, 0.0, 0.0, dtype=cv2.CV_8U)
     if dtype == np.uint16:
-        return cv2.multiply(values, (65535.0,) * 4, dtype=cv2.CV_16U)
+        return cv2.addWeighted(values, 65535.0, values, 0.0, 0.0, dtype=cv2.CV_16U)
     if dtype == np.float16:
         return np.clip(values, -_F16_MAX, _F16_MAX).astype(np.float16)
     return values.astype(dtype, copy=False)
@@ -195,7 +197,7 @@ def blend_region(
     mixed = cv2.subtract(refined, src_colour).reshape(src_colour.shape)
     cv2.multiply(mixed, alpha_c, dst=mixed)
     cv2.add(mixed, src_colour, dst=mixed)
-    changed = cv2.compare(alpha, 0, cv2.CMP_GT)
+    changed = (alpha > 0).view(np.uint8)
     mixed = _to_dtype(mixed, dtype).reshape(src_colour.shape)
     if channels == 4:
         mixed = cv2.merge([mixed, np.ascontiguousarray(src[:, :, 3])])

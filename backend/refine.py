@@ -107,7 +107,11 @@ def _validate(job: RefineJob, engine: Engine) -> tuple[np.ndarray, Any]:
 
 
 def _value_range(image: np.ndarray) -> tuple[float, float]:
-    """The range to map to [0, 1] for the engine: [0, 1] itself unless HDR values exceed it."""
+    """The range of a float source region to map to [0, 1] for the engine.
+
+    [0, 1] itself unless HDR values exceed it; then the region is scaled linearly (and scaled
+    back afterwards), so highlights are neither clipped by the engine nor by paste-back.
+    """
     lo, hi = float(image.min()), float(image.max())
     return min(lo, 0.0), max(hi, 1.0)
 
@@ -133,6 +137,7 @@ def run_refine(
     doc_w, doc_h = job.doc_size or (w, h)
     margin = scaled_margin(params.context, doc_w, doc_h)
     timings = {"crop": 0.0, "engine": 0.0, "paste": 0.0}
+    colour = source[:, :, :3] if source.shape[2] == 4 else source
 
     t0 = time.perf_counter()
     regions = plan_regions(mask, margin, preset.working)
@@ -150,7 +155,7 @@ def run_refine(
         report("focus", k, n, None)
         t0 = time.perf_counter()
         image, crop_mask = focus_crop(source, mask, region)
-        lo, hi = _value_range(image) if source.dtype.kind == "f" else (0.0, 1.0)
+        lo, hi = _value_range(crop(colour, region.rect)) if source.dtype.kind == "f" else (0.0, 1.0)
         if (lo, hi) != (0.0, 1.0):
             image -= np.float32(lo)
             image *= np.float32(1.0 / (hi - lo))
@@ -230,6 +235,6 @@ def _checked(image: np.ndarray, given: np.ndarray, name: str) -> np.ndarray:
         raise EngineError(f"engine {name!r} returned an image of shape {image.shape}, expected {given.shape}")
     if image.dtype != np.float32 or np.may_share_memory(image, given) or not image.flags.writeable:
         image = image.astype(np.float32)
-    if not cv2.checkRange(image):
+    if not cv2.checkRange(image)[0]:
         raise EngineError(f"engine {name!r} produced non-finite pixels (NaN or infinity)")
     return image
