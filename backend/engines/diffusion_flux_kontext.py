@@ -1,0 +1,37 @@
+"""FLUX.1-Kontext-dev on the focus crop, optionally with a user LoRA (engine option ``lora_path``).
+
+The crop goes in at its own size (``_auto_resize=False``, ``max_area`` = crop area): Kontext's
+aspect buckets would otherwise resample it and undo the Focus-and-Refine upsampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import RefineParams
+from .diffusion_base import DiffusionEngine, to_pil
+from .presets import DiffusionPreset
+
+
+class FluxKontextEngine(DiffusionEngine):
+    name = "flux-kontext"
+    family = "flux-kontext"
+    description = "FLUX.1 Kontext [dev]: instruction-driven refinement of the crop, user LoRAs."
+    quantize_components = ("transformer", "text_encoder_2")
+
+    def pipeline_inputs(
+        self,
+        preset: DiffusionPreset,
+        crop: np.ndarray,
+        mask: np.ndarray,
+        references: list[np.ndarray],
+        prompt: str,
+        params: RefineParams,
+    ) -> dict[str, Any]:
+        h, w = crop.shape[:2]
+        return {"image": to_pil(crop), "prompt": prompt, "max_area": h * w, "_auto_resize": False}
+
+    def _unpack_latents(self, pipe: Any, latents: Any, height: int, width: int) -> Any:
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
