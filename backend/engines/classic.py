@@ -79,7 +79,7 @@ class ClassicEngine(Engine):
         if mask.ndim == 3:
             mask = mask[:, :, 0]
         refs = [_as_rgb(r) for r in references[:MAX_REFERENCES] if r is not None and r.size]
-        total = len(refs) + 2
+        total = max(len(refs), 1) + 2  # register each (or analyse), transfer/restore, done
         step = 0
 
         def advance(stage: str) -> None:
@@ -115,7 +115,6 @@ class ClassicEngine(Engine):
             meta["reference"] = "none"
             advance("analyse")
 
-        detail_scale = max(1.5, float(np.sqrt(crop.shape[0] * crop.shape[1])) / 256.0)
         if best is not None:
             reg, ref, index = best
             result, covered = self._transfer(crop, mask, ref, reg)
@@ -124,11 +123,11 @@ class ClassicEngine(Engine):
             advance("transfer")
             if (covered[region] < 0.999).any():
                 # Parts of the selection the reference does not show: restore those instead.
-                restored = restore(crop, detail_scale)
+                restored = restore(crop, region)
                 result = covered[:, :, None] * result + (1 - covered[:, :, None]) * restored
             meta["restoration"] = "uncovered parts only" if (covered[region] < 0.999).any() else "none"
         else:
-            result = restore(crop, detail_scale)
+            result = restore(crop, region)
             meta["restoration"] = "reference-free"
             advance("restore")
 

@@ -142,10 +142,10 @@ def plausibility(h: np.ndarray, box: tuple[int, int, int, int]) -> tuple[str, di
     metrics = {"scale": scale, "anisotropy": max(aniso), "scale_variation": variation}
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         return f"implausible scale {scale:.3g}", metrics
-    if max(aniso) > MAX_ANISOTROPY:
-        return f"implausible shear/aspect {max(aniso):.2f}", metrics
     if variation > MAX_SCALE_VARIATION:
         return f"implausible perspective {variation:.2f}", metrics
+    if max(aniso) > MAX_ANISOTROPY:
+        return f"implausible shear/aspect {max(aniso):.2f}", metrics
     return "", metrics
 
 

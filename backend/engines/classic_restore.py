@@ -62,19 +62,28 @@ def apply_tone(image: np.ndarray, curves: list[np.ndarray]) -> np.ndarray:
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
-def estimate_noise(image: np.ndarray, block: int = 16) -> float:
-    """Noise standard deviation (units of [0, 1]) of the grey image.
+def estimate_noise(image: np.ndarray, region: np.ndarray | None = None, block: int = 16) -> float:
+    """Noise standard deviation (units of [0, 1]) of the grey image within ``region``.
 
-    Immerkaer's estimator per block, then a low percentile over blocks: noise is everywhere,
-    texture is not, so the flattest blocks measure noise while textured ones would mistake
-    detail for noise (and denoising would then erase it).
+    Immerkaer's estimator per block, then a low percentile over the blocks mostly inside the
+    region: noise is everywhere in the damaged region, texture is not, so its flattest blocks
+    measure noise while textured ones would mistake detail for noise (and denoising would then
+    erase it). The region matters: the untouched surroundings may be cleaner than the damage.
     """
     grey = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY)
-    response = np.abs(cv2.filter2D(grey, -1, _NOISE_KERNEL)[1:-1, 1:-1])
+    response = np.abs(cv2.filter2D(grey, -1, _NOISE_KERNEL))
     h, w = (response.shape[0] // block) * block, (response.shape[1] // block) * block
     if h == 0 or w == 0:
         return float(np.sqrt(np.pi / 2) * response.mean() / 6.0)
-    blocks = response[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3))
+
+    def per_block(a: np.ndarray) -> np.ndarray:
+        return a[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3))
+
+    blocks = per_block(response)
+    if region is not None:
+        inside = per_block(region.astype(np.float32)) > 0.75
+        if inside.sum() >= 4:
+            blocks = blocks[inside]
     return float(np.sqrt(np.pi / 2) * np.percentile(blocks, 20) / 6.0)
 
 
@@ -97,28 +106,77 @@ def blockiness(image: np.ndarray, period: int = 8) -> float:
     return float(min(ratios))
 
 
-def restore(
-    image: np.ndarray, detail_scale: float, amount: float = 0.25, noise_factor: float = 1.0
-) -> np.ndarray:
-    """Reference-free restoration of a float RGB image: denoise/deblock, then edge-aware
-    sharpening of fine texture.
+#: Shrink factors tried by ``native_scale``; the last one is the yardstick.
+_SCALES = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
-    ``detail_scale`` (px) is the size of the finest detail worth lifting; the engine derives it
-    from the working size so it tracks how much the crop was upsampled.
+
+def native_scale(image: np.ndarray, threshold: float = 0.05) -> float:
+    """By how much ``image`` is oversampled: the largest shrink factor it survives.
+
+    Focus-and-Refine enlarges small selections several times before the engine sees them, and
+    the damage (noise, blocks, lost detail) was made at the photo's own scale. Shrinking an
+    enlarged image by up to its enlargement and enlarging it back loses almost nothing, while
+    shrinking further loses real detail; measured against the loss at 8x, the first factor
+    that loses more than ``threshold`` marks the limit.
     """
-    sigma = estimate_noise(image)
+    grey = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    losses = []
+    for k in _SCALES:
+        size = (max(4, round(w / k)), max(4, round(h / k)))
+        small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        back = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        losses.append(float(np.mean((grey - back) ** 2)))
+    if losses[-1] <= 1e-12:
+        return 1.0  # flat: nothing to restore at any scale
+    scale = 1.0
+    for k, loss in zip(_SCALES, losses, strict=True):
+        if loss / losses[-1] > threshold or min(h, w) / k < 32:
+            break
+        scale = k
+    return scale
+
+
+def restore(
+    image: np.ndarray, region: np.ndarray | None = None, amount: float = 0.25, noise_factor: float = 1.0
+) -> np.ndarray:
+    """Reference-free restoration of a float RGB image, at the scale its damage was made.
+
+    The image is shrunk to its native scale (see ``native_scale``), restored there, and only
+    the change is enlarged and added back, so an upsampled crop gets the same treatment as
+    the photo itself would.
+    """
+    scale = native_scale(image)
+    if scale <= 1.0:
+        return restore_native(image, region, amount, noise_factor)
+    h, w = image.shape[:2]
+    size = (max(8, round(w / scale)), max(8, round(h / scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_region = None
+    if region is not None:
+        small_region = cv2.resize(region.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    change = restore_native(small, small_region, amount, noise_factor) - small
+    return np.clip(image + cv2.resize(change, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
+def restore_native(
+    image: np.ndarray, region: np.ndarray | None = None, amount: float = 0.25, noise_factor: float = 1.0
+) -> np.ndarray:
+    """Denoise (non-local means at the measured noise level), then lift fine texture a
+    little against an edge-preserving (bilateral) base; no sharpening over JPEG blocking."""
+    sigma = estimate_noise(image, region)
     u8 = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     h = float(np.clip(sigma * 255 * noise_factor, 0.0, 8.0))
     if h >= 1.0:
         denoised = cv2.fastNlMeansDenoisingColored(u8, None, h, h, 5, 15).astype(np.float32) / 255
     else:
         denoised = image.astype(np.float32)
-    # Detail = what an edge-preserving base lacks: texture and lettering, not the strong edges
-    # (those stay in the base, so boosting the detail adds no halos around them).
     if blockiness(image) > 1.2:
         amount = 0.0  # lifting "detail" here would lift the block edges
     if amount <= 0:
         return np.clip(denoised, 0.0, 1.0).astype(np.float32)
-    base = cv2.bilateralFilter(denoised, 0, 0.08, detail_scale)
+    # Detail = what an edge-preserving base lacks: texture and lettering, not the strong edges
+    # (those stay in the base, so boosting the detail adds no halos around them).
+    base = cv2.bilateralFilter(denoised, 0, 0.08, 1.5)
     sharpened = denoised + amount * (denoised - base)
     return np.clip(sharpened, 0.0, 1.0).astype(np.float32)

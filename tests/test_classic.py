@@ -1,0 +1,208 @@
+"""The ``classic`` engine through the real job pipeline (Focus-and-Refine crop, engine,
+paste-back) on the bundled example: what a user refining that photo would get."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from touchup.backend.engines import create_engine
+from touchup.backend.engines.base import RefineParams
+from touchup.backend.engines.classic_register import plausibility
+from touchup.backend.errors import Cancelled
+from touchup.backend.example import make_example, region_psnr
+from touchup.backend.refine import RefineJob, run_refine
+
+#: Required improvement of the selected region with the true reference, and the most a
+#: useless or missing reference may cost.
+MIN_GAIN_DB = 6.0
+MAX_LOSS_DB = 0.5
+
+
+@pytest.fixture(scope="module")
+def example():
+    return make_example()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = create_engine("classic")
+    eng.load()
+    return eng
+
+
+def refine(example, engine, references, source=None, **params):
+    source = example.input if source is None else source
+    job = RefineJob(
+        source.copy(), example.mask.copy(), [r.copy() for r in references], "", RefineParams(**params)
+    )
+    return run_refine(job, engine)
+
+
+def check_outside_untouched(example, out, source=None):
+    source = example.input if source is None else source
+    outside = example.mask == 0
+    assert out.composite.dtype == source.dtype
+    assert np.array_equal(out.composite[outside], source[outside])
+    assert (out.layer[:, :, 3][outside] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def with_reference(example, engine):
+    return refine(example, engine, [example.reference])
+
+
+def test_reference_restores_the_region(example, with_reference):
+    before = region_psnr(example.input, example.clean, example.mask)
+    after = region_psnr(with_reference.composite, example.clean, example.mask)
+    print(
+        f"\nregion PSNR vs clean: degraded {before:.2f} dB, with reference {after:.2f} dB ({after - before:+.2f})"
+    )
+    check_outside_untouched(example, with_reference)
+    assert with_reference.meta["reference"] == "used"
+    assert with_reference.meta["inliers"] >= 15
+    assert after - before >= MIN_GAIN_DB
+
+
+def test_unrelated_reference_is_rejected_and_does_no_harm(example, engine):
+    out = refine(example, engine, [example.unrelated_reference])
+    before = region_psnr(example.input, example.clean, example.mask)
+    after = region_psnr(out.composite, example.clean, example.mask)
+    print(f"\nunrelated reference: {before:.2f} -> {after:.2f} dB ({out.meta['reference']})")
+    check_outside_untouched(example, out)
+    assert out.meta["reference"].startswith("rejected: ")
+    assert out.meta["restoration"] == "reference-free"
+    assert after >= before - MAX_LOSS_DB
+
+
+def test_without_reference_does_no_harm(example, engine):
+    out = refine(example, engine, [])
+    before = region_psnr(example.input, example.clean, example.mask)
+    after = region_psnr(out.composite, example.clean, example.mask)
+    print(f"\nno reference: {before:.2f} -> {after:.2f} dB")
+    check_outside_untouched(example, out)
+    assert out.meta["reference"] == "none"
+    assert after >= before - MAX_LOSS_DB
+
+
+def test_reference_whose_region_disagrees_is_rejected(example, engine):
+    """Same surroundings, different content where the selection is (the patch painted over):
+    features still match on the context, but the region's low frequencies do not agree, so
+    pasting it would invent content -- the engine must refuse it."""
+    ref = example.reference.copy()
+    h, w = ref.shape[:2]
+    suit = np.median(ref[:12, :12].reshape(-1, 3), axis=0)
+    cv2.circle(ref, (w // 2, h // 2), int(0.36 * w), tuple(int(v) for v in suit), -1)
+    out = refine(example, engine, [ref])
+    before = region_psnr(example.input, example.clean, example.mask)
+    assert out.meta["reference"].startswith("rejected: ")
+    assert region_psnr(out.composite, example.clean, example.mask) >= before - MAX_LOSS_DB
+
+
+def test_deterministic(example, engine, with_reference):
+    again = refine(example, engine, [example.reference])
+    assert np.array_equal(again.layer, with_reference.layer)
+    assert np.array_equal(again.composite, with_reference.composite)
+
+
+@pytest.mark.parametrize("scale", [0.6, 2.0])
+def test_reference_of_another_size(example, engine, scale):
+    ref = cv2.resize(
+        example.reference,
+        None,
+        fx=scale,
+        fy=scale,
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
+    )
+    out = refine(example, engine, [ref])
+    before = region_psnr(example.input, example.clean, example.mask)
+    after = region_psnr(out.composite, example.clean, example.mask)
+    print(f"\nreference x{scale}: {before:.2f} -> {after:.2f} dB")
+    check_outside_untouched(example, out)
+    assert out.meta["reference"] == "used"
+    # A smaller reference carries less detail than the region needs, so a smaller gain.
+    assert after - before >= (MIN_GAIN_DB if scale >= 1 else 4.0)
+
+
+def test_best_of_several_references_is_used(example, engine, with_reference):
+    out = refine(example, engine, [example.unrelated_reference, example.reference])
+    assert out.meta["reference"] == "used"
+    assert out.meta["reference_index"] == 1
+    assert out.meta["references"][0]["status"].startswith("rejected: ")
+    assert np.array_equal(out.composite, with_reference.composite)
+
+
+def test_u16_source_keeps_depth_and_improves(example, engine):
+    source = example.input.astype(np.uint16) * 257
+    out = refine(example, engine, [example.reference.astype(np.uint16) * 257], source=source)
+    check_outside_untouched(example, out, source)
+    clean16 = example.clean.astype(np.uint16) * 257
+    gain = region_psnr(out.composite, clean16, example.mask) - region_psnr(source, clean16, example.mask)
+    assert gain >= MIN_GAIN_DB
+    # Real 16-bit output, not 8-bit values scaled up.
+    assert (out.composite[example.mask > 0] % 257 != 0).any()
+
+
+def test_strength_blends_with_the_input(example, engine):
+    crop = cv2.resize(example.input[330:440, 115:225], (440, 440), interpolation=cv2.INTER_CUBIC)
+    crop = crop.astype(np.float32) / 255
+    mask = np.zeros(crop.shape[:2], np.float32)
+    cv2.circle(mask, (220, 220), 180, 1.0, -1)
+    ref = example.reference.astype(np.float32) / 255
+
+    def run(strength):
+        return engine.refine(
+            crop, mask, [ref], "", RefineParams(strength=strength), lambda *a: None, lambda: False
+        ).image
+
+    full, half, none = run(1.0), run(0.5), run(0.0)
+    assert np.array_equal(none, crop)
+    assert np.abs(full - crop).max() > 0.2
+    np.testing.assert_allclose(half, crop + 0.5 * (full - crop), atol=1e-5)
+    assert np.array_equal(full[mask == 0], crop[mask == 0])
+
+
+def test_progress_and_cancel(example, engine):
+    crop = cv2.resize(example.input[330:440, 115:225], (320, 320)).astype(np.float32) / 255
+    mask = np.zeros(crop.shape[:2], np.float32)
+    mask[80:240, 80:240] = 1
+    events = []
+    engine.refine(crop, mask, [], "", RefineParams(), lambda *e: events.append(e), lambda: False)
+    assert events and events[-1][1] == events[-1][2]  # last step reports completion
+    with pytest.raises(Cancelled):
+        engine.refine(
+            crop, mask, [example.reference / 255.0], "", RefineParams(), lambda *e: None, lambda: True
+        )
+
+
+def test_restoration_removes_measurable_noise(example, engine):
+    """Without a reference, noise is removed at the scale it was made, even though the engine
+    sees the region enlarged three times: the result is closer to the clean photo than the
+    enlarged noisy input."""
+    clean = example.clean[300:460, 90:250].astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean + rng.normal(0, 0.03, clean.shape), 0, 1).astype(np.float32)
+    size = (clean.shape[1] * 3, clean.shape[0] * 3)
+    crop = np.clip(cv2.resize(noisy, size, interpolation=cv2.INTER_CUBIC), 0, 1)
+    mask = np.ones(crop.shape[:2], np.float32)
+    out = engine.refine(crop, mask, [], "", RefineParams(), lambda *a: None, lambda: False)
+    assert out.meta["restoration"] == "reference-free"
+
+    def psnr_back(image):
+        back = cv2.resize(image, clean.shape[1::-1], interpolation=cv2.INTER_AREA)
+        return 10 * np.log10(1 / np.mean((back - clean) ** 2))
+
+    assert psnr_back(out.image) - psnr_back(crop) >= 0.5
+
+
+def test_implausible_transforms_are_named():
+    box = (0, 0, 100, 100)
+    assert plausibility(np.eye(3), box)[0] == ""
+    shear = np.array([[1.0, 0.8, 0], [0, 1.0, 0], [0, 0, 1]])
+    assert "shear" in plausibility(shear, box)[0]
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    assert "mirror" in plausibility(mirror, box)[0]
+    perspective = np.array([[1.0, 0, 0], [0, 1.0, 0], [0.006, 0, 1]])
+    assert "perspective" in plausibility(perspective, box)[0]
+    assert "scale" in plausibility(np.diag([40.0, 40.0, 1.0]), box)[0]
