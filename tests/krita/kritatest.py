@@ -1,0 +1,85 @@
+"""Running scripts inside real Krita for the tests: staging the plugin, kritarunner, the GUI.
+
+The plugin runs in Krita's own Python, not the test venv, so the tests stage what the installer
+would place beside it -- ``touchup/shared`` -- and put it on ``PYTHONPATH`` together with the
+plugin package and the in-Krita check scripts. ``kritarunner`` always exits 0, so every script
+writes a JSON result file that the tests read; a missing file is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PLUGIN_DIR = REPO / "plugin_krita"
+
+
+def krita_missing_reason() -> str | None:
+    """Why Krita tests cannot run here, or None when they can."""
+    if shutil.which("kritarunner") is None or shutil.which("krita") is None:
+        return "Krita is not installed (scripts/setup_krita.sh installs it)"
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import zmq, msgpack"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode != 0:
+        return "Krita's Python lacks pyzmq/msgpack (apt-get install python3-zmq python3-msgpack)"
+    return None
+
+
+def stage(root: Path) -> Path:
+    """A folder holding ``touchup/shared`` the way the installer lays it out beside the plugin."""
+    lib = root / "lib"
+    pkg = lib / "touchup"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    shutil.copytree(REPO / "shared", pkg / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    return lib
+
+
+def krita_env(home: Path, lib: Path, **extra: str) -> dict[str, str]:
+    """Environment for a Krita process: isolated HOME, the staged libs, the plugin, the scripts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "TOUCHUP_"))}
+    # Krita's Python is the system one; keep the venv's bin dir off PATH so nothing mixes.
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_RUNTIME_DIR=str(home / "run"),
+        PYTHONPATH=os.pathsep.join([str(lib), str(PLUGIN_DIR), str(HERE)]),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    (home / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
+    env.update(extra)
+    return env
+
+
+def run_kritarunner(
+    module: str, function: str, env: dict[str, str], log: Path, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    env = dict(env, QT_QPA_PLATFORM="offscreen")
+    with log.open("w") as fh:
+        return subprocess.run(
+            ["kritarunner", "-s", module, "-f", function],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def read_results(path: Path, log: Path) -> dict[str, Any]:
+    if not path.exists():
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+        raise AssertionError(f"the script inside Krita wrote no results; Krita's output ends with:\n{tail}")
+    return json.loads(path.read_text())

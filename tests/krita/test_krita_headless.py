@@ -1,0 +1,87 @@
+"""The Krita plugin inside real Krita (kritarunner, offscreen) against real backends.
+
+One Krita launch runs every check in ``krita_checks.py`` (Krita's start-up dominates the
+time); each check becomes its own test here so a failure names what broke. Backends: the
+shared classic-engine backend, a slow ``identity`` backend for cancel, a second one that a
+check kills mid-job, and an endpoint where nothing listens.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import BackendProcess, free_endpoint, skip_or_fail
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kritatest import krita_env, krita_missing_reason, read_results, run_kritarunner, stage  # noqa: E402
+
+pytestmark = [pytest.mark.krita, pytest.mark.slow]
+
+CHECKS = [
+    "rect_u8_visible",
+    "feathered_u16_visible",
+    "float_depths",
+    "with_reference_layer",
+    "active_layer_source",
+    "queued_jobs_land_in_order",
+    "result_goes_to_its_document",
+    "clear_messages_for_bad_documents",
+    "docker_widgets",
+    "cancel_running_job",
+    "backend_vanishes_mid_job",
+    "backend_not_running",
+    "bundled_example_end_to_end",
+]
+SLOW_IDENTITY = {"engine": "classic", "engines": {"identity": {"delay": 0.2}}}
+
+
+@pytest.fixture(scope="module")
+def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    reason = krita_missing_reason()
+    if reason:
+        skip_or_fail(reason)
+    root = tmp_path_factory.mktemp("krita")
+    slow = BackendProcess(root / "slow", **SLOW_IDENTITY)
+    doomed = BackendProcess(root / "doomed", **SLOW_IDENTITY)
+    try:
+        example = root / "example"
+        subprocess.run(
+            [sys.executable, "-m", "touchup.backend", "example", "make", "--out", str(example)],
+            check=True,
+            capture_output=True,
+        )
+        config = {
+            "endpoint": backend,
+            "slow_endpoint": slow.endpoint,
+            "doomed_endpoint": doomed.endpoint,
+            "doomed_pid": doomed.proc.pid,
+            "dead_endpoint": free_endpoint(),
+            "example_dir": str(example),
+        }
+        (root / "config.json").write_text(json.dumps(config))
+        results, log = root / "results.json", root / "krita.log"
+        env = krita_env(
+            root / "home",
+            stage(root),
+            TOUCHUP_KRITA_CONFIG=str(root / "config.json"),
+            TOUCHUP_KRITA_RESULTS=str(results),
+            TOUCHUP_ENDPOINT=backend,
+        )
+        run_kritarunner("krita_checks", "run", env, log)
+        data = read_results(results, log)
+        data["_log"] = log.read_text(errors="replace")[-3000:]
+        return data
+    finally:
+        slow.stop()
+        doomed.stop()
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_in_krita(krita_results: dict, name: str) -> None:
+    result = krita_results.get(name)
+    assert result is not None, f"check {name} did not run; Krita's log ends with:\n{krita_results['_log']}"
+    assert result["ok"], result["detail"]
