@@ -122,7 +122,9 @@ class Perceptual:
             except ImportError as exc:
                 self.skipped[name] = f"package not installed ({exc.name or exc})"
             except Exception as exc:  # missing weights, offline hub, incompatible versions
-                self.skipped[name] = f"weights not available locally ({str(exc).splitlines()[0].split('. ')[0][:120]})"
+                self.skipped[name] = (
+                    f"weights not available locally ({str(exc).splitlines()[0].split('. ')[0][:120]})"
+                )
 
     def score(self, result: np.ndarray, truth: np.ndarray, selection: np.ndarray) -> dict[str, float]:
         """Each available metric on the selection's bounding box (at least 32 px a side)."""
