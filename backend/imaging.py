@@ -40,6 +40,18 @@ def array_to_frame(arr: np.ndarray, role: str, order: str = "RGBA") -> Frame:
     return Frame(FrameDesc(w, h, c, WIRE_DTYPES[arr.dtype], order, role), memoryview(arr).cast("B"))
 
 
+def wrap_frame(arr: np.ndarray, role: str, order: str = "RGBA") -> Frame:
+    """A frame labelling ``arr``'s bytes as they are (``order`` describes them; no reordering).
+
+    For callers that hold pixels in the editor's own layout, e.g. OpenCV's BGR(A) arrays.
+    """
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    h, w, c = arr.shape
+    arr = np.ascontiguousarray(arr)
+    return Frame(FrameDesc(w, h, c, WIRE_DTYPES[arr.dtype], order, role), memoryview(arr).cast("B"))
+
+
 def to_float(arr: np.ndarray) -> np.ndarray:
     """float32 in [0, 1] for integer samples; float samples are passed through as float32."""
     if arr.dtype == np.uint8:

@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> None:
 
     from ...shared.client import BackendError, Client, refine_request
     from ...shared.geometry import Rect, context_tile
-    from ..imaging import array_to_frame, frame_to_array, from_float, to_float
+    from ..imaging import frame_to_array, from_float, to_float, wrap_frame
     from ..launch import is_running, start_backend
 
     image = _read(args.input, "input")
@@ -124,13 +124,11 @@ def _run(args: argparse.Namespace) -> None:
     )
     tile = context_tile(bounds, width, height, args.context)
     src = np.ascontiguousarray(bgr[tile.y : tile.y1, tile.x : tile.x1])
-    refs = [
-        array_to_frame(np.ascontiguousarray(_as_colour(_read(r, "reference"))), "reference", "BGRA")
-        for r in args.reference
-    ]
+    # OpenCV holds BGR(A): the bytes go out as they are, labelled BGRA, and the backend converts.
+    refs = [wrap_frame(_as_colour(_read(r, "reference")), "reference", "BGRA") for r in args.reference]
     header, frames = refine_request(
-        array_to_frame(src, "source", "BGRA"),
-        array_to_frame(np.ascontiguousarray(mask[tile.y : tile.y1, tile.x : tile.x1]), "mask"),
+        wrap_frame(src, "source", "BGRA"),
+        wrap_frame(mask[tile.y : tile.y1, tile.x : tile.x1], "mask"),
         origin=(tile.x, tile.y),
         doc_size=(width, height),
         references=refs,
@@ -247,7 +245,8 @@ class _Progress:
         if self.bar is None or self.bar.total != total:
             if self.bar is not None:
                 self.bar.close()
-            self.bar = tqdm(total=total, file=sys.stderr, leave=False, unit="step")
+            # disable=None: a bar on a terminal, silence in logs and pipes.
+            self.bar = tqdm(total=total, file=sys.stderr, leave=False, unit="step", disable=None)
         self.bar.set_description(str(msg.header.get("stage", "")))
         self.bar.n = int(msg.header.get("step") or 0)
         self.bar.refresh()

@@ -1,0 +1,180 @@
+"""The ``touchup`` command end to end: what a user typing it sees and gets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import free_endpoint
+
+
+def touchup(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "touchup.backend", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def photo(h: int = 120, w: int = 160, channels: int = 3, dtype=np.uint8) -> np.ndarray:
+    """A smooth, photo-like test image (noise would not survive any resampling)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    planes = [xx / w, yy / h, 0.5 + 0.4 * np.sin(xx / 9) * np.cos(yy / 7), np.ones_like(xx)][:channels]
+    top = np.iinfo(dtype).max
+    return (np.stack(planes, axis=2) * top).astype(dtype) if channels > 1 else (planes[0] * top).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "channels, dtype",
+    [(3, np.uint8), (4, np.uint8), (3, np.uint16), (1, np.uint8)],
+    ids=["rgb8", "rgba8", "rgb16", "grey8"],
+)
+def test_refine_keeps_size_mode_depth_and_outside_pixels(backend, tmp_path, channels, dtype):
+    image = photo(channels=channels, dtype=dtype)
+    if channels == 4:
+        image[:, :80, 3] = np.iinfo(dtype).max // 2  # the source's own alpha must survive
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    cv2.imwrite(str(src), image)
+    r = touchup("refine", str(src), "--box", "40,30,50,40", "-o", str(out), "--endpoint", backend)
+    assert r.returncode == 0, r.stderr
+    result = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert result.shape == image.shape and result.dtype == image.dtype
+    outside = np.ones(image.shape[:2], bool)
+    outside[30:70, 40:90] = False
+    assert np.array_equal(result[outside], image[outside])
+    if channels == 4:
+        assert np.array_equal(result[:, :, 3], image[:, :, 3])
+
+
+def test_layer_out_is_what_a_plugin_receives(backend, tmp_path):
+    image = photo()
+    cv2.imwrite(str(tmp_path / "in.png"), image)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.circle(mask, (80, 60), 20, 255, -1)
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    r = touchup(
+        "refine",
+        str(tmp_path / "in.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "-o",
+        str(tmp_path / "out.png"),
+        "--layer-out",
+        str(tmp_path / "layer.png"),
+        "--endpoint",
+        backend,
+    )
+    assert r.returncode == 0, r.stderr
+    layer = cv2.imread(str(tmp_path / "layer.png"), cv2.IMREAD_UNCHANGED)
+    info = json.loads((tmp_path / "layer.png.json").read_text())
+    assert layer.shape[2] == 4
+    assert (info["x"], info["y"]) == (60, 40) and (info["width"], info["height"]) == (41, 41)
+    alpha = layer[:, :, 3]
+    under = mask[info["y"] : info["y"] + info["height"], info["x"] : info["x"] + info["width"]]
+    assert (alpha[under == 0] == 0).all()  # alpha 0 wherever the selection is 0
+    assert alpha[20, 20] == 255  # deep inside: fully replaced
+
+
+def test_refine_starts_a_backend_when_none_runs(tmp_path):
+    cv2.imwrite(str(tmp_path / "in.png"), photo())
+    endpoint = free_endpoint()
+    r = touchup(
+        "refine",
+        str(tmp_path / "in.png"),
+        "--box",
+        "10,10,20,20",
+        "-o",
+        str(tmp_path / "o.png"),
+        "--endpoint",
+        endpoint,
+        "--engine",
+        "identity",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "starting one for this call" in r.stderr
+    assert (tmp_path / "o.png").exists()
+    ping = touchup("ping", "--endpoint", endpoint, "--timeout", "0.5")
+    assert ping.returncode == 1  # it was stopped again after the call
+
+
+@pytest.mark.parametrize(
+    "case, code",
+    [
+        ("missing", "file_not_found"),
+        ("mask-size", "size_mismatch"),
+        ("empty", "empty_mask"),
+        ("engine", "unknown_engine"),
+        ("unreachable", "unreachable"),
+    ],
+)
+def test_errors_exit_non_zero_with_one_clear_line(backend, tmp_path, case, code):
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), photo())
+    cv2.imwrite(str(tmp_path / "small.png"), np.full((10, 10), 255, np.uint8))
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros((120, 160), np.uint8))
+    args = {
+        "missing": [str(tmp_path / "nope.png"), "--box", "1,1,5,5"],
+        "mask-size": [str(src), "--mask", str(tmp_path / "small.png")],
+        "empty": [str(src), "--mask", str(tmp_path / "empty.png")],
+        "engine": [str(src), "--box", "1,1,5,5", "--engine", "warp-drive"],
+        "unreachable": [str(src), "--box", "1,1,5,5", "--no-start"],
+    }[case]
+    endpoint = free_endpoint() if case == "unreachable" else backend
+    r = touchup("refine", *args, "-o", str(tmp_path / "out.png"), "--endpoint", endpoint)
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and f"[{code}]" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_ping_and_status(backend):
+    r = touchup("ping", "--endpoint", backend)
+    assert r.returncode == 0 and "pong" in r.stdout
+    r = touchup("status", "--endpoint", backend, "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["kind"] == "status"
+
+
+def test_help_lists_the_commands():
+    r = touchup("--help")
+    for command in ("serve", "refine", "ping", "status"):
+        assert command in r.stdout
+    assert Path(sys.executable).exists()
+
+
+@pytest.mark.parametrize(
+    "reference, min_gain",
+    [("reference.png", 6.0), ("unrelated_reference.png", -0.5), (None, -0.5)],
+    ids=["reference", "unrelated-reference", "no-reference"],
+)
+def test_bundled_example_through_cli_and_backend(backend, tmp_path, reference, min_gain):
+    """The quick start's job, end to end: >= 6 dB with the real reference, no harm without one."""
+    from touchup.backend.example import read_image, region_psnr
+
+    r = touchup("example", "make", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    args = [
+        "refine",
+        str(tmp_path / "input.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "-o",
+        str(tmp_path / "o.png"),
+    ]
+    if reference:
+        args += ["--reference", str(tmp_path / reference)]
+    r = touchup(*args, "--endpoint", backend)
+    assert r.returncode == 0, r.stderr
+    before, after = read_image(tmp_path / "input.png"), read_image(tmp_path / "o.png")
+    clean, mask = (
+        read_image(tmp_path / "clean.png"),
+        cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_GRAYSCALE),
+    )
+    assert np.array_equal(after[mask == 0], before[mask == 0])
+    gain = region_psnr(after, clean, mask) - region_psnr(before, clean, mask)
+    print(f"example {reference}: region PSNR gain {gain:+.2f} dB")
+    assert gain >= min_gain
