@@ -1,0 +1,126 @@
+"""Host side of the GIMP tests: find the trixie chroot, install the plug-in, run GIMP in batch.
+
+GIMP 3 is not packaged for the host's Debian release, so ``scripts/setup_gimp.sh`` builds a
+Debian trixie chroot with it. The chroot shares the host's network namespace, so GIMP inside
+it reaches a backend on the host's loopback. Each test session gets an isolated GIMP profile
+(``GIMP3_DIRECTORY``) with the plug-in installed the way the installer lays it out: the
+plug-in folder, and a copy of ``shared/`` as ``lib/touchup/shared`` beside the script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = REPO / "plugin_gimp" / "touchup-refine"
+DRIVER = Path(__file__).with_name("gimp_driver.py")
+DIALOG_DRIVER = Path(__file__).with_name("gimp_dialog_driver.py")
+
+
+def chroot_root() -> Path:
+    return Path(os.environ.get("TOUCHUP_GIMP_CHROOT") or REPO / ".cache" / "gimp" / "trixie")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip when GIMP is absent, except in CI (TOUCHUP_REQUIRE_EDITORS=1) where that is a failure."""
+    if os.environ.get("TOUCHUP_REQUIRE_EDITORS") == "1":
+        pytest.fail(f"{reason} (TOUCHUP_REQUIRE_EDITORS=1)")
+    pytest.skip(reason)
+
+
+class GimpChroot:
+    """One test session's GIMP: a work folder and a profile inside the chroot."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.inner = Path("/root/touchup-tests") / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.host = root / self.inner.relative_to("/")
+        self.profile = self.inner / "profile"
+        self._install()
+
+    def path(self, inner: Path | str) -> Path:
+        """Host path of a path inside the chroot."""
+        return self.root / Path(inner).relative_to("/")
+
+    def _install(self) -> None:
+        plugins = self.path(self.profile) / "plug-ins"
+        target = plugins / PLUGIN.name
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "lib")
+        shutil.copytree(PLUGIN, target, ignore=ignore)
+        shutil.copytree(REPO / "shared", target / "lib" / "touchup" / "shared", ignore=ignore)
+        # GIMP silently skips a plug-in whose script is not executable.
+        script = target / f"{PLUGIN.name}.py"
+        script.chmod(0o755)
+
+    def case_dir(self, name: str) -> tuple[Path, Path]:
+        """(host path, path inside the chroot) of a fresh folder for one GIMP launch."""
+        inner = self.inner / name
+        host = self.path(inner)
+        host.mkdir(parents=True, exist_ok=True)
+        return host, inner
+
+    def run(
+        self, name: str, spec: dict[str, Any], driver: Path = DRIVER, gui: bool = False, timeout: float = 240
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Run ``driver`` inside GIMP with ``spec``; returns (results.json, GIMP's output).
+
+        ``gui``: the GUI binary under Xvfb (plug-in dialogs need a display) instead of
+        ``gimp-console-3.0``. Xvfb writes its screen to ``<folder>/fb/Xvfb_screen0`` (XWD).
+        """
+        host, inner = self.case_dir(name)
+        shutil.copy(driver, host / "driver.py")
+        (host / "spec.json").write_text(json.dumps(spec))
+        env = [
+            "env",
+            "HOME=/root",
+            "LANG=C.UTF-8",
+            f"GIMP3_DIRECTORY={self.profile}",
+            f"TOUCHUP_GIMP_SPEC={inner / 'spec.json'}",
+        ]
+        gimp = [
+            "--batch-interpreter=python-fu-eval",
+            "-b",
+            f"exec(open({str(inner / 'driver.py')!r}).read())",
+            "--quit",
+        ]
+        if gui:
+            (host / "fb").mkdir(exist_ok=True)
+            screen = f"-screen 0 1280x900x24 -fbdir {inner / 'fb'}"
+            cmd = [*env, "xvfb-run", "-a", "-s", screen, "gimp-3.0", "-i", *gimp]
+        else:
+            cmd = [*env, "gimp-console-3.0", "-i", *gimp]
+        proc = subprocess.run(
+            ["chroot", str(self.root), *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        output = proc.stdout + proc.stderr
+        results_file = host / "results.json"
+        if not results_file.exists():
+            raise AssertionError(f"GIMP wrote no results (exit {proc.returncode}):\n{output[-6000:]}")
+        return json.loads(results_file.read_text()), output
+
+    def cleanup(self) -> None:
+        """Remove the session's folder (kept with TOUCHUP_KEEP_GIMP_FILES=1, to look at the pixels)."""
+        if os.environ.get("TOUCHUP_KEEP_GIMP_FILES") != "1":
+            shutil.rmtree(self.host, ignore_errors=True)
+
+
+def open_gimp() -> GimpChroot:
+    """The session's GIMP, or skip (fail in CI) when the chroot or root rights are missing."""
+    root = chroot_root()
+    if not (root / "usr" / "bin" / "gimp-console-3.0").exists():
+        skip_or_fail(f"no GIMP 3 chroot at {root}; run scripts/setup_gimp.sh")
+    if os.geteuid() != 0:
+        skip_or_fail("the GIMP tests need root to enter the GIMP 3 chroot")
+    return GimpChroot(root)

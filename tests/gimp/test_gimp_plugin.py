@@ -1,0 +1,214 @@
+"""The GIMP 3 plug-in inside real GIMP 3, against a real backend (classic engine).
+
+One GIMP launch runs every batch case (GIMP start-up dominates the time); the assertions are
+about what a user sees: the new layer's place, name, offset and pixels, the composite outside
+the selection, the untouched original layer, and the message when the backend is down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from gimp_harness import GimpChroot, open_gimp
+
+from touchup.shared.geometry import Rect, context_tile
+
+pytestmark = [pytest.mark.gimp, pytest.mark.slow]
+
+W, H = 160, 120
+SELECTION = (58, 38, 44, 40)  # ellipse x, y, w, h
+FEATHER = 6
+
+
+def textured(seed: int) -> np.ndarray:
+    """A float RGB image in [0, 1] with edges and fine detail (so refining visibly changes it)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    img = np.stack([xx / W, yy / H, 0.5 + 0.5 * np.sin(xx / 7.0) * np.cos(yy / 5.0)], axis=2)
+    for _ in range(12):
+        x, y, r = rng.integers(0, W), rng.integers(0, H), rng.integers(4, 14)
+        cv2.circle(img, (int(x), int(y)), int(r), rng.random(3).tolist(), -1, lineType=cv2.LINE_AA)
+    for i in range(0, W, 9):  # thin stripes: detail a blur destroys
+        img[50:70, i : i + 2] = (0.1, 0.1, 0.1)
+    return np.clip(img, 0, 1)
+
+
+def damaged(clean: np.ndarray) -> np.ndarray:
+    """``clean`` blurred inside the selection's ellipse, the way a generator smears a detail."""
+    blurred = cv2.GaussianBlur(clean, (0, 0), 2.5)
+    x, y, w, h = SELECTION
+    disc = np.zeros((H, W), np.float32)
+    cv2.ellipse(disc, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, 1.0, -1)
+    disc = disc[:, :, None]
+    return clean * (1 - disc) + blurred * disc
+
+
+def to_dtype(img: np.ndarray, dtype: str) -> np.ndarray:
+    peak = 255 if dtype == "u8" else 65535
+    return np.round(img * peak).astype(np.uint8 if dtype == "u8" else np.uint16)
+
+
+def raw(host: Path, name: str, img: np.ndarray) -> str:
+    (host / name).write_bytes(np.ascontiguousarray(img).tobytes())
+    return name
+
+
+def load(host: Path, name: str, size: tuple[int, int], channels: int, dtype: str) -> np.ndarray:
+    np_dtype = np.uint8 if dtype == "u8" else np.uint16
+    data = np.frombuffer((host / name).read_bytes(), np_dtype)
+    return data.reshape(size[1], size[0], channels)
+
+
+@pytest.fixture(scope="module")
+def gimp() -> GimpChroot:
+    g = open_gimp()
+    yield g
+    g.cleanup()
+
+
+@pytest.fixture(scope="module")
+def batch(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run every case in one GIMP launch; results by case name, plus the folder and GIMP output."""
+    from touchup.backend.example import read_image, write_example
+
+    host, inner = gimp.case_dir("batch")
+    clean = textured(1)
+    cases: list[dict[str, Any]] = []
+    for dtype in ("u8", "u16"):
+        ref = cv2.resize(clean[20:100, 40:120], (100, 100), interpolation=cv2.INTER_CUBIC)
+        cases.append(
+            {
+                "name": f"refine_{dtype}",
+                "dtype": dtype,
+                "width": W,
+                "height": H,
+                "input_raw": raw(host, f"input_{dtype}.raw", to_dtype(damaged(clean), dtype)),
+                "reference_raw": raw(host, f"reference_{dtype}.raw", to_dtype(ref, dtype)),
+                "reference_size": [100, 100],
+                "selection": {"ellipse": list(SELECTION), "feather": FEATHER},
+                "args": {"endpoint": backend, "instruction": f"restore the stripes {dtype}", "context": 64},
+            }
+        )
+    cases.append(
+        {
+            **cases[0],
+            "name": "backend_down",
+            "args": {"endpoint": "tcp://127.0.0.1:9", "instruction": "anything"},
+        }
+    )
+    example_dir = tmp_path_factory.mktemp("example")
+    write_example(example_dir)
+    for png in ("input.png", "reference.png"):
+        (host / png).write_bytes((example_dir / png).read_bytes())
+    mask = read_image(example_dir / "mask.png")
+    mask = mask if mask.ndim == 2 else mask[..., 0]
+    ex_h, ex_w = mask.shape
+    cases.append(
+        {
+            "name": "example",
+            "dtype": "u8",
+            "width": ex_w,
+            "height": ex_h,
+            "input_png": str(inner / "input.png"),
+            "reference_png": str(inner / "reference.png"),
+            "selection": {"mask_raw": raw(host, "example_mask.raw", mask.astype(np.uint8))},
+            "args": {"endpoint": backend, "instruction": ""},
+        }
+    )
+    results, output = gimp.run("batch", {"cases": cases})
+    by_name = {r["name"]: r for r in results}
+    for r in results:
+        assert r["status"] != "driver-error", r["message"]
+    return {
+        "results": by_name,
+        "cases": {c["name"]: c for c in cases},
+        "host": host,
+        "output": output,
+        "example_dir": example_dir,
+    }
+
+
+def _check_refined(batch: dict[str, Any], name: str, instruction: str) -> dict[str, np.ndarray]:
+    """Checks every successful refine must pass; returns the arrays for case-specific checks."""
+    r, case, host = batch["results"][name], batch["cases"][name], batch["host"]
+    assert r["status"] == "success", r.get("message")
+    dtype, w, h = case["dtype"], case["width"], case["height"]
+
+    # A new layer, directly above the active (background) layer; nothing else added or removed.
+    layer = r["layer"]
+    assert layer["name"] == f"Touchup: {instruction}"
+    assert [n for n in r["stack_after"] if n != layer["name"]] == r["stack_before"]
+    assert layer["index"] == layer["active_index"] - 1
+
+    # It sits inside the context tile around the selection and covers the selection (pixels
+    # selected below ~1% may round to a zero blend weight, so they need not be covered).
+    mask = load(host, f"{name}.selection.raw", (w, h), 1, dtype)[..., 0]
+    ys, xs = np.nonzero(mask)
+    tile = context_tile(Rect.from_corners(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), w, h, 64)
+    ys, xs = np.nonzero(mask >= 3 * np.iinfo(mask.dtype).max // 255)
+    core = Rect.from_corners(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    x, y = layer["offsets"]
+    lw, lh = layer["size"]
+    placed = Rect(x, y, lw, lh)
+    assert placed.intersect(core) == core, (placed, core)
+    assert placed.intersect(tile) == placed, (placed, tile)
+
+    before = load(host, f"{name}.before.raw", (w, h), 4, dtype)
+    after = load(host, f"{name}.after.raw", (w, h), 4, dtype)
+    result = load(host, f"{name}.result.raw", (lw, lh), 4, dtype)
+    local_mask = mask[y : y + lh, x : x + lw]
+
+    # The layer is transparent wherever nothing was selected, and the soft edge travelled.
+    alpha = result[..., 3].astype(np.int64)
+    assert (alpha[local_mask == 0] == 0).all()
+    peak = np.iinfo(result.dtype).max
+    assert (alpha == peak).any(), "the selection's core should be fully covered"
+    assert ((alpha > 0) & (alpha < peak)).any(), "a feathered selection should give a soft edge"
+
+    # The composite outside the selection is bit-for-bit what it was; inside, it changed.
+    assert np.array_equal(after[mask == 0], before[mask == 0])
+    assert not np.array_equal(after[mask > 0], before[mask > 0])
+
+    # The user's own layer is untouched.
+    layer_before = load(host, f"{name}.layer_before.raw", (w, h), 4, dtype)
+    layer_after = load(host, f"{name}.layer_after.raw", (w, h), 4, dtype)
+    assert np.array_equal(layer_before, layer_after)
+    return {"before": before, "after": after, "result": result, "mask": mask}
+
+
+def test_refine_8bit_with_reference_adds_layer_above(batch: dict[str, Any]) -> None:
+    _check_refined(batch, "refine_u8", "restore the stripes u8")
+
+
+def test_refine_16bit_keeps_16bit_precision(batch: dict[str, Any]) -> None:
+    arrays = _check_refined(batch, "refine_u16", "restore the stripes u16")
+    rgb = arrays["result"][..., :3][arrays["result"][..., 3] > 0]
+    # Had the pixels been squeezed through 8 bits, every value would be a multiple of 257.
+    assert (rgb % 257 != 0).mean() > 0.5
+
+
+def test_backend_down_fails_cleanly_with_instructions(batch: dict[str, Any]) -> None:
+    r = batch["results"]["backend_down"]
+    assert r["status"] == "execution-error"
+    assert "touchup serve" in r["message"]
+    assert "tcp://127.0.0.1:9" in r["message"]
+    assert r["stack_after"] == r["stack_before"]
+    assert "layer" not in r
+    # The same text is shown to the user through Gimp.message.
+    assert "The Touchup backend is not running" in batch["output"]
+
+
+def test_bundled_example_end_to_end(batch: dict[str, Any]) -> None:
+    from touchup.backend.example import read_image, region_psnr
+
+    arrays = _check_refined(batch, "example", "from Reference")
+    clean = read_image(batch["example_dir"] / "clean.png")
+    mask = arrays["mask"]
+    before = arrays["before"][..., :3]
+    after = arrays["after"][..., :3]
+    gain = region_psnr(after, clean, mask) - region_psnr(before, clean, mask)
+    assert gain > 1.0, f"the refined patch is only {gain:.2f} dB closer to the clean photo"
