@@ -435,7 +435,8 @@ class DiffusionEngine(Engine):
             import cv2
 
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
-        image = np.clip(image, 0.0, 1.0)
+        # diffusers hands back an NHWC view of an NCHW tensor: make it a plain C-ordered array.
+        image = np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
         last_step = step_times[-1] if step_times else end
         denoise_start = marks.get("denoise_start", start)
         timings = {
