@@ -6,6 +6,7 @@ f16, f32; RGBA or Krita's BGRA). Everything converts here, once, so no other mod
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from ..shared.frames import Frame, FrameDesc
@@ -24,9 +25,17 @@ def frame_to_array(frame: Frame) -> np.ndarray:
     d = frame.desc
     arr = np.frombuffer(frame.data, dtype=NUMPY_DTYPES[d.dtype]).reshape(d.height, d.width, d.channels)
     if d.order == "BGRA" and d.channels >= 3:
-        order = [2, 1, 0, 3][: d.channels]
-        arr = arr[:, :, order]
+        arr = swap_red_blue(arr)
     return arr
+
+
+def swap_red_blue(arr: np.ndarray) -> np.ndarray:
+    """BGR(A) <-> RGB(A) as a new contiguous array. OpenCV's SIMD path is several times faster
+    than numpy fancy indexing on the large tiles Krita sends; numpy covers what it lacks (f16)."""
+    if arr.dtype != np.float16:
+        code = cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        return cv2.cvtColor(np.ascontiguousarray(arr), code)
+    return np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][: arr.shape[2]]])
 
 
 def array_to_frame(arr: np.ndarray, role: str, order: str = "RGBA") -> Frame:
@@ -34,9 +43,7 @@ def array_to_frame(arr: np.ndarray, role: str, order: str = "RGBA") -> Frame:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     h, w, c = arr.shape
-    if order == "BGRA" and c >= 3:
-        arr = arr[:, :, [2, 1, 0, 3][:c]]
-    arr = np.ascontiguousarray(arr)
+    arr = swap_red_blue(arr) if order == "BGRA" and c >= 3 else np.ascontiguousarray(arr)
     return Frame(FrameDesc(w, h, c, WIRE_DTYPES[arr.dtype], order, role), memoryview(arr).cast("B"))
 
 

@@ -79,8 +79,7 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
     for arr in references:
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise BadInput("a reference image contains NaN or infinite values", ErrorCode.NOT_FINITE)
-    mask_f = mask_to_float(mask_arr)
-    if params.mode != "regenerate" and not mask_f.any():
+    if params.mode != "regenerate" and not mask_arr.any():
         raise BadInput("the selection is empty: select the region to refine first", ErrorCode.EMPTY_MASK)
 
     origin = _int_pair(h.get("origin", [0, 0]), "origin")
@@ -97,7 +96,7 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
     return {
         "work": RefineJob(
             source=source_arr,
-            mask=mask_f,
+            mask=mask_to_float(mask_arr),
             references=references,
             prompt=prompt,
             params=params,

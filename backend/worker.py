@@ -167,11 +167,11 @@ class Worker(threading.Thread):
             return
 
         layer = _convert(outcome.layer, job.output_dtype)
-        ys, xs = np.nonzero(outcome.layer[:, :, 3])
-        if len(xs):  # send only the part of the tile the new layer actually covers
-            x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
-        else:
-            x0, y0, x1, y1 = 0, 0, layer.shape[1], layer.shape[0]
+        # Send only the part of the tile the new layer actually covers.
+        bx, by, bw, bh = cv2.boundingRect((outcome.layer[:, :, 3] > 0).view(np.uint8))
+        if bw == 0 or bh == 0:
+            bx, by, bw, bh = 0, 0, layer.shape[1], layer.shape[0]
+        x0, y0, x1, y1 = bx, by, bx + bw, by + bh
         layer = layer[y0:y1, x0:x1]
         ox, oy = job.origin
         meta = dict(outcome.meta)
