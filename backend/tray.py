@@ -432,7 +432,16 @@ class Tray:
         if self.done.is_set():
             return
         self.done.set()
-        threading.Thread(target=self._shutdown, name="touchup-quit", daemon=True).start()
+        # From a thread: a signal handler or the icon's own event loop must not block on this.
+        self._quitter = threading.Thread(target=self._shutdown, name="touchup-quit", daemon=True)
+        self._quitter.start()
+
+    def _wait_stopped(self) -> None:
+        """Wait until the backend child is really gone, so no process outlives the tray."""
+        quitter = getattr(self, "_quitter", None)
+        if quitter is not None:
+            quitter.join(30)
+        log.info("tray stopped")
 
     def _shutdown(self) -> None:
         self.supervisor.stop()
@@ -450,8 +459,7 @@ class Tray:
             self.supervisor.start()
             while not self.done.wait(0.5):
                 pass
-            self.supervisor.join(15)
-            log.info("tray stopped")
+            self._wait_stopped()
             return 0
         import pystray
 
@@ -472,8 +480,7 @@ class Tray:
 
         self.icon.run(setup)
         self.quit()
-        self.supervisor.join(15)
-        log.info("tray stopped")
+        self._wait_stopped()
         return 0
 
     def _popup(self, *_args: Any) -> None:
