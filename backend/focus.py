@@ -198,14 +198,20 @@ def plan_regions(
 def resize(image: np.ndarray, width: int, height: int, *, smooth: bool = False) -> np.ndarray:
     """Resize an image (or a mask, ``smooth=True``) with the interpolation fit for the direction.
 
-    Shrinking uses area averaging (no aliasing); enlarging uses bicubic for pictures (sharp) and
-    bilinear for masks (no overshoot outside [0, 1]). Same size returns the input untouched.
+    Pictures shrink by area averaging (no aliasing) and grow bicubic (sharp). Masks grow
+    bilinear (no overshoot outside [0, 1]) and shrink bilinear too while the factor is below 2
+    -- every source pixel still weighs on some output pixel, so no selected pixel vanishes --
+    and by area averaging beyond. Same size returns the input untouched.
     """
     ih, iw = image.shape[:2]
     if (iw, ih) == (width, height):
         return image
-    upsample = cv2.INTER_LINEAR if smooth else cv2.INTER_CUBIC
-    interp = cv2.INTER_AREA if width * height < iw * ih else upsample
+    shrink = width * height < iw * ih
+    if smooth:
+        mild = width * 2 > iw and height * 2 > ih
+        interp = cv2.INTER_AREA if shrink and not mild else cv2.INTER_LINEAR
+    else:
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
     out = cv2.resize(image, (width, height), interpolation=interp)
     if image.ndim == 3 and out.ndim == 2:  # OpenCV drops a trailing single channel
         out = out[:, :, None]
@@ -250,5 +256,5 @@ def focus_crop(image: np.ndarray, mask: np.ndarray, region: FocusRegion) -> tupl
     """
     ww, wh = region.work_size
     img = resize(colour_float(crop(image, region.rect)), ww, wh)
-    msk = resize(np.ascontiguousarray(crop(mask, region.rect)), ww, wh, smooth=True)
-    return img, np.clip(msk, 0.0, 1.0)
+    msk = resize(crop(mask, region.rect), ww, wh, smooth=True)
+    return img, np.clip(msk, 0.0, 1.0)  # np.clip copies: the tile's mask is never aliased

@@ -181,7 +181,7 @@ def run_refine(
         refined = _checked(output.image, image, engine.name)
         drift_meta: dict[str, Any] = {"color_correct": False}
         if params.color_correct:
-            field, drift_meta = drift_field(image, refined, crop_mask)
+            field, drift_meta = drift_field(image, refined, crop_mask, _half_step(source.dtype) / (hi - lo))
             if field is not None:
                 refined -= field
         if (lo, hi) != (0.0, 1.0):
@@ -228,6 +228,13 @@ def run_refine(
     )
 
 
+def _half_step(dtype: np.dtype) -> float:
+    """Half a quantisation step of ``dtype`` in [0, 1] units: smaller corrections change nothing."""
+    if dtype.kind == "u":
+        return 0.5 / np.iinfo(dtype).max
+    return 0.5 * float(np.finfo(dtype).eps)
+
+
 def _checked(image: np.ndarray, given: np.ndarray, name: str) -> np.ndarray:
     """The engine's output as a float32 array of the crop's shape that we may modify, or EngineError."""
     image = np.asarray(image)
@@ -235,6 +242,6 @@ def _checked(image: np.ndarray, given: np.ndarray, name: str) -> np.ndarray:
         raise EngineError(f"engine {name!r} returned an image of shape {image.shape}, expected {given.shape}")
     if image.dtype != np.float32 or np.may_share_memory(image, given) or not image.flags.writeable:
         image = image.astype(np.float32)
-    if not cv2.checkRange(image)[0]:
+    if not np.isfinite(image).all():
         raise EngineError(f"engine {name!r} produced non-finite pixels (NaN or infinity)")
     return image

@@ -48,11 +48,20 @@ def test_smooth_drift_follows_its_gradient():
 def test_engine_changes_only_near_the_selection_edge_are_not_drift():
     before = picture(128, 128)
     mask = disc_mask(128, 128, 64, 64, 30)
-    after = before.copy()
+    after = before + np.float32(0.02)
     ring = disc_mask(128, 128, 64, 64, 32) > 0  # the engine bled 2 px past the selection
     after[ring] += 0.3
     field, _ = drift_field(before, after, mask)
-    assert np.abs(field).max() < 0.01
+    np.testing.assert_allclose(field, np.full_like(field, 0.02), atol=1e-3)
+
+
+def test_negligible_drift_is_not_applied():
+    before = picture(64, 64)
+    mask = disc_mask(64, 64, 32, 32, 10)
+    field, meta = drift_field(before, before + np.float32(0.001), mask, negligible=0.5 / 255)
+    assert field is None and meta["color_correct"] is False
+    field, meta = drift_field(before, before + np.float32(0.001), mask, negligible=0.5 / 65535)
+    assert field is not None and meta["color_correct"] is True
 
 
 def test_drift_cannot_be_measured_without_context():
