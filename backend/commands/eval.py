@@ -132,5 +132,6 @@ def run(args: argparse.Namespace) -> int:
     for metric, why in result.skipped.items():
         print(f"touchup eval: {metric} skipped: {why}", file=sys.stderr)
     print()
-    print(paths["markdown"].read_text(encoding="utf-8").split("## By category")[0].strip())
+    text = paths["markdown"].read_text(encoding="utf-8")
+    print(text.split("\n## By ")[0].split("\n## Metrics")[0].strip())
     return 0

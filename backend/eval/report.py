@@ -73,6 +73,8 @@ def summarize(
                 entry[name] = float("nan")
             elif name == "out_changed":
                 entry[name] = int(values.sum())
+            elif name == "sharpness":  # a ratio: average in log space (x2 and x0.5 cancel)
+                entry[name] = float(np.exp(np.log(np.maximum(values, 1e-9)).mean()))
             else:
                 entry[name] = float(values.mean())
         out.append(entry)
@@ -102,7 +104,7 @@ def _best(entries: list[dict[str, Any]], name: str) -> set[int]:
 
 def markdown_table(entries: list[dict[str, Any]], metrics: Sequence[str], keys: Sequence[str]) -> str:
     """A GitHub markdown table, best value of each column in bold."""
-    head = [("category" if k == "category" else "method") for k in keys] + ["n"]
+    head = [*keys, "n"]
     head += [ALL_METRICS[m][0] for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     # Best values are picked within each group of the leading keys (e.g. per category).
@@ -117,7 +119,7 @@ def markdown_table(entries: list[dict[str, Any]], metrics: Sequence[str], keys: 
         cells = [METHODS.get(e[k], e[k]) if k == "method" else str(e[k]) for k in keys] + [str(e["cases"])]
         for m in metrics:
             text = _fmt(m, e.get(m))
-            cells.append(f"**{text}**" if i in bold[m] and m != "out_changed" else text)
+            cells.append(f"**{text}**" if i in bold[m] and m not in ("out_changed", "seconds") else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -162,9 +164,10 @@ METRIC_NOTES = """\
 - **edge ΔE2000**: mean CIEDE2000 colour difference to the ground truth in the 6 px band just
   inside the selection edge (a colour step at the edge shows here).
 - **sharpness**: high-frequency (Laplacian) energy inside the selection divided by the ground
-  truth's: below 1 blurrier, above 1 over-sharpened or noisy; best = closest to 1.
+  truth's: below 1 blurrier, above 1 over-sharpened or noisy; best = closest to 1. Averaged as a
+  geometric mean, so read it per degradation: noise pushes it up, blur down.
 - **s / region**: wall time of one refine (crop, engine, paste-back) for one case.
-- Bold = best in its column (within its category in the per-category table)."""
+- Bold = best in its column (within each group in the per-category and per-degradation tables)."""
 
 
 def write_report(result: EvalResult, out: str | Path, title: str | None = None) -> dict[str, Path]:
@@ -175,6 +178,7 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
     metrics = list(result.metrics)
     overall = summarize(result.rows, metrics, ["method"])
     by_category = summarize(result.rows, metrics, ["category", "method"])
+    by_degradation = summarize(result.rows, metrics, ["degradation", "method"])
     paths = {
         "markdown": out / f"{slug}.md",
         "json": out / f"{slug}.json",
@@ -195,14 +199,12 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
         "",
         markdown_table(overall, [*metrics, "seconds"], ["method"]),
         "",
-        "## By category",
-        "",
-        markdown_table(by_category, [*MAIN_METRICS, "out_changed"], ["category", "method"]),
-        "",
-        "## Metrics",
-        "",
-        METRIC_NOTES,
     ]
+    for key, entries in (("category", by_category), ("degradation", by_degradation)):
+        if len({e[key] for e in entries}) > 1:  # a user's set may not record degradations
+            table = markdown_table(entries, [*MAIN_METRICS, "out_changed"], [key, "method"])
+            lines += [f"## By {key}", "", table, ""]
+    lines += ["## Metrics", "", METRIC_NOTES]
     if result.skipped:
         lines += ["", "## Skipped perceptual metrics", ""]
         lines += [f"- {PERCEPTUAL[name][0].split()[0]}: {why}" for name, why in result.skipped.items()]
@@ -224,6 +226,7 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
         "skipped": result.skipped,
         "summary": overall,
         "by_category": by_category,
+        "by_degradation": by_degradation,
         "cases": result.rows,
     }
     paths["json"].write_text(json.dumps(_json_safe(payload), indent=1) + "\n", encoding="utf-8")

@@ -45,15 +45,21 @@ class EvalResult:
 
 
 def sample_indices(cases: Sequence[EvalCase], keep: int) -> list[int]:
-    """Which cases to keep pictures of: one per category first, then in order, ``keep`` in all."""
+    """Which cases to keep pictures of: ``keep`` spread over the run, categories taking turns.
+
+    Slot ``k`` wants the next category in turn near position ``k * n / keep``, so the sheet
+    shows every category and a spread of sizes and degradations, not just the first cases.
+    """
+    n = len(cases)
+    keep = min(keep, n)
+    categories = list(dict.fromkeys(c.category for c in cases))
     chosen: list[int] = []
-    seen: set[str] = set()
-    for i, case in enumerate(cases):
-        if case.category not in seen:
-            seen.add(case.category)
-            chosen.append(i)
-    chosen += [i for i in range(len(cases)) if i not in chosen]
-    return sorted(chosen[:keep])
+    for k in range(keep):
+        target = k * n / max(keep, 1)
+        free = [i for i in range(n) if i not in chosen]
+        wanted = [i for i in free if cases[i].category == categories[k % len(categories)]] or free
+        chosen.append(min(wanted, key=lambda i: abs(i - target)))
+    return sorted(chosen)
 
 
 def run_eval(
