@@ -92,12 +92,20 @@ class DiffusionEngine(Engine):
         self._last: dict[str, Any] = {}
 
     def _presets_with_overrides(self) -> dict[str, DiffusionPreset]:
-        """The family's table entries, with ``working`` / ``defaults`` engine options applied.
+        """The family's table entries, with the engine options' working size and defaults applied.
 
-        Lets a config (or a test) shrink the working area without editing the table.
+        Lets a config (or a test) shrink the working area or change the default steps without
+        editing the table: ``working``/``defaults`` dicts or the flat ``working_area``,
+        ``min_side``, ``max_side`` and ``steps`` keys.
         """
-        working = self.options.get("working") or {}
-        defaults = self.options.get("defaults") or {}
+        working = dict(self.options.get("working") or {})
+        defaults = dict(self.options.get("defaults") or {})
+        # Flat keys for config.toml: ``working_area = 262144`` trades detail for speed.
+        for key, field in (("working_area", "target_area"), ("min_side", "min_side"), ("max_side", "max_side")):
+            if key in self.options:
+                working[field] = int(self.options[key])
+        if "steps" in self.options:
+            defaults["steps"] = int(self.options["steps"])
         out = {}
         for name, preset in presets_for(self.family or self.name).items():
             out[name] = dataclasses.replace(
@@ -254,7 +262,11 @@ class DiffusionEngine(Engine):
 
         base = located[0]
         cls = getattr(diffusers, p.pipeline)
-        kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True, "use_safetensors": True}
+        from diffusers.pipelines import pipeline_utils
+
+        # Newer diffusers take ``dtype`` and deprecate ``torch_dtype``; older ones know only the latter.
+        dtype_key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+        kwargs: dict[str, Any] = {dtype_key: dtype, "local_files_only": True, "use_safetensors": True}
         if p.base is not None and p.base.variant:
             kwargs["variant"] = p.base.variant
         if policy.startswith("quant"):

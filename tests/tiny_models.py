@@ -1,0 +1,78 @@
+"""Tiny random diffusion models for the tests, in a temporary folder laid out like the HF cache.
+
+The builders live in the package (``touchup.backend.engines.diffusion_tiny``) because
+``touchup bench speed --tiny`` uses them too; this module adds what only tests need: one shared
+build per test session, a copy that a test may damage, and the environment that points the
+loading code at it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from touchup.backend.engines.presets import PRESETS
+
+#: Every preset of the table: each one must load and run through the real code.
+ALL_PRESETS = list(PRESETS)
+
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HF-cache folder with tiny weights for every preset (built once per session)."""
+    if "hub" not in _BUILT:
+        from touchup.backend.engines.diffusion_tiny import build_tiny_hub
+
+        root = tmp_path_factory.mktemp("tiny-hub")
+        _BUILT["hub"] = build_tiny_hub(root / "cache", staging=root / "staging")
+    return _BUILT["hub"]
+
+
+def writable_copy(hub: Path, dest: Path, repos: list[str]) -> Path:
+    """A copy of some repositories of ``hub`` (blobs included) that a test may break."""
+    for repo in repos:
+        name = "models--" + repo.replace("/", "--")
+        shutil.copytree(hub / name, dest / name, symlinks=True)
+    return dest
+
+
+def use_hub(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    """Point model lookup at ``cache``, offline, with the Qwen condition sizes shrunk for tiny runs."""
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as qwen_plus
+
+    from touchup.backend.engines import diffusion_tiny
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(qwen_plus, "VAE_IMAGE_SIZE", diffusion_tiny.TINY_VAE_IMAGE_SIZE)
+    monkeypatch.setattr(qwen_plus, "CONDITION_IMAGE_SIZE", diffusion_tiny.TINY_CONDITION_IMAGE_SIZE)
+
+
+def tiny_engine(preset: str, **options: Any):
+    """The engine that runs ``preset``, configured for tiny models on the CPU."""
+    from touchup.backend.engines import create_engine
+    from touchup.backend.engines.diffusion_tiny import TINY_OPTIONS
+
+    return create_engine(PRESETS[preset].family, {**TINY_OPTIONS, **options})
+
+
+def require_diffusion() -> None:
+    """Skip without torch/diffusers on a developer machine; fail where they must be present.
+
+    CI installs the diffusion extra and sets TOUCHUP_REQUIRE_EDITORS=1 (or
+    TOUCHUP_REQUIRE_DIFFUSION=1), so a broken install there cannot pass as a skip.
+    """
+    from touchup.backend.engines.diffusion_base import diffusion_libraries_missing
+
+    missing = diffusion_libraries_missing()
+    if not missing:
+        return
+    required = "1" in (os.environ.get("TOUCHUP_REQUIRE_DIFFUSION"), os.environ.get("TOUCHUP_REQUIRE_EDITORS"))
+    if required:
+        pytest.fail(f"diffusion tests need {', '.join(missing)} (install touchup[diffusion])", pytrace=False)
+    pytest.skip(f"needs {', '.join(missing)}", allow_module_level=True)
