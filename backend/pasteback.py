@@ -146,7 +146,8 @@ def feather_alpha(
     feather = np.float32(feather)
     if islands == 1:
         reach = min(feather, max(float(dist.max()), 1.0))
-        ramp = np.minimum(dist, reach) * np.float32(1.0 / reach)
+        ramp = np.minimum(dist, np.float32(reach), out=dist)
+        ramp *= np.float32(1.0 / reach)
     else:
         count, labels = cv2.connectedComponentsWithAlgorithm(
             np.ascontiguousarray(crop(selected, inner)), 8, cv2.CV_32S, cv2.CCL_SPAGHETTI
@@ -203,29 +204,39 @@ def blend_region(
     """
     channels, dtype = source.shape[2], source.dtype
     src = crop(source, window)
+    changed = (alpha > 0).view(np.uint8)
     if channels == 1:
         refined = cv2.cvtColor(refined, cv2.COLOR_RGB2GRAY)[:, :, None]
-    src_colour = colour_float(src)
-    if channels == 1:
-        src_colour = np.ascontiguousarray(src_colour[:, :, :1])
-    # mixed = src + alpha * (refined - src), with OpenCV (numpy's broadcasting is far slower).
-    alpha_c = alpha[:, :, None] if channels == 1 else cv2.merge([alpha, alpha, alpha])
-    mixed = cv2.subtract(refined, src_colour).reshape(src_colour.shape)
-    cv2.multiply(mixed, alpha_c, dst=mixed)
-    cv2.add(mixed, src_colour, dst=mixed)
-    changed = (alpha > 0).view(np.uint8)
-    mixed = _to_dtype(mixed, dtype).reshape(src_colour.shape)
+    colour = _to_dtype(refined, dtype).reshape(refined.shape)  # the layer's RGB
+
+    if dtype == np.uint8 and channels > 1:
+        # 8-bit: blend the 8-bit refined colour as an editor composites the layer. OpenCV's
+        # blend divides by (w1 + w2 + 1e-5), a relative error far below 8-bit rounding.
+        src_rgb = cv2.cvtColor(src, cv2.COLOR_RGBA2RGB) if channels == 4 else src
+        mixed = cv2.blendLinear(src_rgb, colour, 1.0 - alpha, alpha)
+    else:
+        # mixed = src + alpha * (refined - src) in float, with OpenCV (numpy's broadcasting
+        # over the channel axis is several times slower).
+        src_colour = colour_float(src)
+        if channels == 1:
+            src_colour = np.ascontiguousarray(src_colour[:, :, :1])
+        alpha_c = alpha[:, :, None] if channels == 1 else cv2.merge([alpha, alpha, alpha])
+        mixed = cv2.subtract(refined, src_colour).reshape(src_colour.shape)
+        cv2.multiply(mixed, alpha_c, dst=mixed)
+        cv2.add(mixed, src_colour, dst=mixed)
+        mixed = _to_dtype(mixed, dtype)
+    mixed = mixed.reshape(*mixed.shape[:2], -1)
     if channels == 4:
-        mixed = cv2.merge([mixed, np.ascontiguousarray(src[:, :, 3])])
+        own = cv2.extractChannel(src, 3)
+        mixed = cv2.merge([mixed, own])
     # Only pixels with alpha > 0 are written: the rest stay bit-identical to the source.
     cv2.copyTo(mixed, changed, crop(composite, window))
 
-    if channels == 4:
-        own = src[:, :, 3].astype(np.float32)
-        top = float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
-        np.clip(own, 0.0, top, out=own)
-        alpha = cv2.multiply(alpha, own, scale=1.0 / top)
-    colour = _to_dtype(refined, dtype).reshape(refined.shape)
+    if channels == 4:  # the layer's opacity includes the source's own
+        if dtype.kind == "u":
+            alpha = cv2.multiply(alpha, own, scale=1.0 / np.iinfo(dtype).max, dtype=cv2.CV_32F)
+        else:
+            alpha = alpha * np.clip(own.astype(np.float32), 0.0, 1.0)
     if channels == 1:
         colour = cv2.merge([colour, colour, colour])
     cv2.copyTo(cv2.merge([colour, _to_dtype(alpha, dtype)]), changed, crop(layer, window))
