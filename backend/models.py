@@ -135,6 +135,12 @@ def check_config_files(folder: Path, ref: ModelRef) -> None:
                 f"{ref.repo}: component folder '{name}' named in model_index.json is missing",
                 code=ErrorCode.MODEL_BROKEN,
             )
+        has_weights = any((folder / name).glob("*.safetensors"))
+        if has_weights and not (folder / name / "config.json").exists():
+            raise EngineError(
+                f"{ref.repo}: {name}/config.json is missing; run `touchup models verify` and re-download",
+                code=ErrorCode.MODEL_BROKEN,
+            )
     for path in folder.glob("*/*.json"):
         try:
             json.loads(path.read_text())
@@ -169,7 +175,8 @@ def resolve(preset: DiffusionPreset, models_dir: str | Path | None = None) -> li
 
 
 def _files_of(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    """Every file of a snapshot, dangling links (blob gone) included so they can be reported."""
+    return sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and ".cache" not in p.parts)
 
 
 def size_on_disk(folder: Path, ref: ModelRef) -> int:

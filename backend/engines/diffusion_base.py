@@ -101,7 +101,11 @@ class DiffusionEngine(Engine):
         working = dict(self.options.get("working") or {})
         defaults = dict(self.options.get("defaults") or {})
         # Flat keys for config.toml: ``working_area = 262144`` trades detail for speed.
-        for key, field in (("working_area", "target_area"), ("min_side", "min_side"), ("max_side", "max_side")):
+        for key, field in (
+            ("working_area", "target_area"),
+            ("min_side", "min_side"),
+            ("max_side", "max_side"),
+        ):
             if key in self.options:
                 working[field] = int(self.options[key])
         if "steps" in self.options:
