@@ -332,17 +332,29 @@ class MenuActions:
             self.quit()
 
 
-def popup_menu(items: list[tuple[str, str, bool]]) -> str | None:
-    """Show ``items`` as a popup menu at the mouse pointer in a child process; the chosen id."""
-    proc = subprocess.run(
+def popup_menu(
+    items: list[tuple[str, str, bool]], keep: Callable[[subprocess.Popen], None] | None = None
+) -> str | None:
+    """Show ``items`` as a popup menu at the mouse pointer in a child process; the chosen id.
+
+    ``keep`` receives the child so that quitting the tray can close an open menu.
+    """
+    proc = subprocess.Popen(
         [sys.executable, "-m", "touchup.backend.tray", "--popup-menu"],
-        input=json.dumps(items),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        timeout=600,
     )
-    choice = proc.stdout.strip()
-    return choice or None
+    if keep is not None:
+        keep(proc)
+    try:
+        out, _ = proc.communicate(json.dumps(items), timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None
+    return out.strip() or None
 
 
 def _popup_main() -> int:
@@ -444,6 +456,9 @@ class Tray:
         log.info("tray stopped")
 
     def _shutdown(self) -> None:
+        menu = getattr(self, "_menu_proc", None)
+        if menu is not None and menu.poll() is None:
+            menu.terminate()
         self.supervisor.stop()
         if self.icon is not None:
             self.icon.stop()
@@ -487,7 +502,7 @@ class Tray:
         """Left click on trays without menus: the same menu as a popup."""
 
         def show() -> None:
-            choice = popup_menu(self.actions.items())
+            choice = popup_menu(self.actions.items(), keep=lambda p: setattr(self, "_menu_proc", p))
             if choice:
                 self.actions.run(choice)
 

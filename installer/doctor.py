@@ -257,7 +257,13 @@ def _editor_rows(
                 )
             )
         else:
-            rows.append(Row(f"{name} version", OK, f"plugin {pv} matches backend"))
+            rows.append(
+                Row(
+                    f"{name} version",
+                    OK,
+                    f"plugin {pv} matches {'backend' if backend_version else 'this install'}",
+                )
+            )
     return rows
 
 

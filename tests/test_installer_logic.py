@@ -326,3 +326,19 @@ def test_ini_edit_touches_only_our_line(tmp_path: Path) -> None:
     assert rc.read_text() == original.replace("enable_x=true\n", "enable_x=true\nenable_touchup_krita=true\n")
     inifile.set_value(rc, "python", "enable_touchup_krita", None)
     assert rc.read_text() == original
+
+
+def test_doctor_names_the_fix_for_what_is_missing(home: Path, backend: str) -> None:
+    from touchup.installer.doctor import FAIL, OK, collect
+
+    (home / ".local/share/krita").mkdir(parents=True)  # Krita ran once, plugin not installed
+    rows = {r.check: r for r in collect(endpoint=backend)}
+    assert rows["backend"].status == OK and backend in rows["backend"].detail
+    assert rows["Krita (native)"].status == FAIL
+    assert rows["Krita (native)"].fix == "touchup install --krita"
+    assert install(_opts(krita=True), say=lambda _m: None) == 0
+    rows = {r.check: r for r in collect(endpoint=backend)}
+    assert rows["Krita (native)"].status == OK
+    assert rows["Krita (native) version"].status == OK
+    down = {r.check: r for r in collect(endpoint="tcp://127.0.0.1:9")}
+    assert down["backend"].status == FAIL and "touchup tray" in down["backend"].fix
