@@ -20,7 +20,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 chroot_dir="${TOUCHUP_GIMP_CHROOT:-$repo/.cache/gimp/trixie}"
 cache_dir="${TOUCHUP_GIMP_CACHE:-$repo/.cache/gimp}"
 mirror="${TOUCHUP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-packages=(gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-msgpack xvfb xauth)
+# xdotool: the GUI test presses OK and Ctrl+Z the way a user does.
+packages=(gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-msgpack xvfb xauth xdotool)
 # The package list is part of the cache key, so changing it never reuses a stale tarball.
 key="$(printf '%s\n' trixie "${packages[@]}" | sha256sum | cut -c1-12)"
 tarball="$cache_dir/trixie-gimp-$key.tar.zst"
@@ -28,7 +29,7 @@ tarball="$cache_dir/trixie-gimp-$key.tar.zst"
 log() { echo "setup_gimp: $*" >&2; }
 
 complete() {
-    [[ -x "$1/usr/bin/gimp-console-3.0" && -x "$1/usr/bin/xvfb-run" ]] &&
+    [[ -x "$1/usr/bin/gimp-console-3.0" && -x "$1/usr/bin/xvfb-run" && -x "$1/usr/bin/xdotool" ]] &&
         chroot "$1" python3 -c 'import zmq, msgpack, gi; gi.require_version("Gimp", "3.0")' 2>/dev/null
 }
 
@@ -37,8 +38,18 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 
+write_cache() {
+    log "writing cache $tarball"
+    mkdir -p "$cache_dir"
+    tar -I 'zstd -T0 -3' -cf "$tarball.partial" -C "$chroot_dir" .
+    mv "$tarball.partial" "$tarball"
+    # Older caches for other package lists are dead weight.
+    find "$cache_dir" -maxdepth 1 -name 'trixie-gimp-*.tar.zst' ! -name "$(basename "$tarball")" -delete
+}
+
 if complete "$chroot_dir"; then
     log "chroot already complete"
+    [[ -f "$tarball" ]] || { command -v zstd >/dev/null && write_cache; }
     echo "$chroot_dir"
     exit 0
 fi
@@ -71,12 +82,8 @@ else
         apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
     chroot "$chroot_dir" apt-get clean
     rm -rf "$chroot_dir"/var/lib/apt/lists/*
-    log "built in $((SECONDS - start)) s; writing cache $tarball"
-    tmp="$tarball.partial"
-    tar -I 'zstd -T0 -3' -cf "$tmp" -C "$chroot_dir" .
-    mv "$tmp" "$tarball"
-    # Older caches for other package lists are dead weight.
-    find "$cache_dir" -maxdepth 1 -name 'trixie-gimp-*.tar.zst' ! -name "$(basename "$tarball")" -delete
+    log "built in $((SECONDS - start)) s"
+    write_cache
 fi
 
 if ! complete "$chroot_dir"; then

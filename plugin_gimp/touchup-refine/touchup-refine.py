@@ -108,7 +108,7 @@ class TouchupRefine(Gimp.PlugIn):
         )
         procedure.add_drawable_argument(
             "reference",
-            "_Reference layer",
+            "Refere_nce layer",
             "A layer showing the region as it should look (optional)",
             True,
             rw,
@@ -121,7 +121,7 @@ class TouchupRefine(Gimp.PlugIn):
             rw,
         )
         procedure.add_double_argument(
-            "strength", "_Strength", "How far to move from the original", 0.0, 1.0, 1.0, rw
+            "strength", "Stren_gth", "How far to move from the original", 0.0, 1.0, 1.0, rw
         )
         procedure.add_int_argument(
             "steps", "S_teps", "Sampling steps (0: the engine's default)", 0, 500, 0, rw
@@ -131,7 +131,7 @@ class TouchupRefine(Gimp.PlugIn):
         )
         procedure.add_int_argument(
             "context",
-            "_Context margin",
+            "Conte_xt margin",
             "Surrounding pixels sent with the selection (at 1 megapixel)",
             0,
             1024,
@@ -145,7 +145,7 @@ class TouchupRefine(Gimp.PlugIn):
         for i, (nick, label) in enumerate(SOURCES):
             sources.add(nick, i, label, "")
         procedure.add_choice_argument(
-            "source", "_Source", "Refine what is visible, or only the active layer", sources, "visible", rw
+            "source", "So_urce", "Refine what is visible, or only the active layer", sources, "visible", rw
         )
         procedure.add_string_argument(
             "endpoint", "_Backend endpoint", "Where the Touchup backend listens", _default_endpoint(), rw

@@ -42,6 +42,17 @@ def _preset_row(config, presets: list[str]) -> Gtk.Widget:
     return row
 
 
+def _align_labels(dialog, row: Gtk.Widget, labelled: list[str]) -> None:
+    """Give the preset row's label the width of GIMP's own labels, so the columns line up."""
+    labels = Gtk.SizeGroup.new(Gtk.SizeGroupMode.HORIZONTAL)
+    labels.add_widget(row.get_children()[0])
+    for name in labelled:
+        widget = dialog.get_widget(name, GObject.TYPE_NONE)
+        if isinstance(widget, GimpUi.Labeled):
+            labels.add_widget(widget.get_label())
+    dialog._touchup_labels = labels  # keep the size group alive as long as the dialog
+
+
 def run_dialog(procedure, config, transport) -> bool:
     """Show the dialog; True when the user pressed OK (the config then holds their values)."""
     GimpUi.init("touchup-refine")
@@ -49,23 +60,19 @@ def run_dialog(procedure, config, transport) -> bool:
     presets, status = transport.fetch_presets(endpoint)
 
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Refine Selection")
-    dialog.get_widget("instruction", GObject.TYPE_NONE)
+    top = FIELDS_BEFORE
     if status:
         label = dialog.get_label("backend-status", status, False, False)
         label.set_line_wrap(True)
         label.set_max_width_chars(60)
-        dialog.fill(["backend-status", *FIELDS_BEFORE])
-    else:
-        dialog.fill(FIELDS_BEFORE)
+        label.set_xalign(0.0)
+        top = ["backend-status", *top]
+    # The preset row goes at the end of the first group, right after the reference chooser.
     row = _preset_row(config, presets)
-    content = dialog.get_content_area()
-    content.pack_start(row, False, False, 0)
-    dialog.fill(FIELDS_AFTER)
-    # fill() appends in call order; move the preset row back between the two groups.
-    children = content.get_children()
-    anchor = dialog.get_widget("reference", GObject.TYPE_NONE)
-    if anchor in children:
-        content.reorder_child(row, children.index(anchor) + 1)
+    dialog.fill_box("touchup-top", top).pack_start(row, False, False, 0)
+    dialog.fill_box("touchup-bottom", FIELDS_AFTER)
+    dialog.fill(["touchup-top", "touchup-bottom"])
+    _align_labels(dialog, row, FIELDS_BEFORE + FIELDS_AFTER)
     try:
         return bool(dialog.run())
     finally:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +96,7 @@ class GimpChroot:
         if gui:
             (host / "fb").mkdir(exist_ok=True)
             screen = f"-screen 0 1280x900x24 -fbdir {inner / 'fb'}"
-            cmd = [*env, "xvfb-run", "-a", "-s", screen, "gimp-3.0", "-i", *gimp]
+            cmd = [*env, "xvfb-run", "-a", "-s", screen, "gimp-3.0", *gimp]
         else:
             cmd = [*env, "gimp-console-3.0", "-i", *gimp]
         proc = subprocess.run(
@@ -124,3 +126,29 @@ def open_gimp() -> GimpChroot:
     if os.geteuid() != 0:
         skip_or_fail("the GIMP tests need root to enter the GIMP 3 chroot")
     return GimpChroot(root)
+
+
+def read_xwd(path: Path) -> np.ndarray:
+    """An XWD screen dump (what ``Xvfb -fbdir`` keeps up to date) as uint8 RGB.
+
+    Xvfb's 24-bit screens are ZPixmaps of 32-bit pixels with the masks in the header; that is
+    the only layout handled here.
+    """
+    data = path.read_bytes()
+    fields = struct.unpack(">25I", data[:100])
+    header_size, _version, pixmap_format, _depth, width, height = fields[:6]
+    byte_order, bits_per_pixel, bytes_per_line = fields[7], fields[11], fields[12]
+    red_mask, green_mask, blue_mask, ncolors = fields[14], fields[15], fields[16], fields[19]
+    if pixmap_format != 2 or bits_per_pixel != 32:
+        raise ValueError(f"unsupported XWD layout (format {pixmap_format}, {bits_per_pixel} bpp)")
+    start = header_size + 12 * ncolors
+    rows = np.frombuffer(
+        data, np.dtype("<u4" if byte_order == 0 else ">u4"), height * bytes_per_line // 4, start
+    )
+    pixels = rows.reshape(height, bytes_per_line // 4)[:, :width]
+
+    def channel(mask: int) -> np.ndarray:
+        shift = (mask & -mask).bit_length() - 1
+        return ((pixels & mask) >> shift).astype(np.uint8)
+
+    return np.dstack([channel(red_mask), channel(green_mask), channel(blue_mask)])
