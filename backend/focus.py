@@ -218,6 +218,37 @@ def resize(image: np.ndarray, width: int, height: int, *, smooth: bool = False) 
     return out
 
 
+def _aligned_span(n_in: int, n_out: int, a0: int, a1: int, pad: int) -> tuple[int, int, int, int]:
+    """Input and output index ranges, covering output ``[a0, a1)`` plus ``pad`` input pixels of
+    margin, whose ends fall on the same sampling grid as a resize of the whole axis."""
+    g = math.gcd(n_in, n_out)
+    p, q = n_out // g, n_in // g  # every p output pixels span exactly q input pixels
+    margin = math.ceil(pad * n_out / n_in) + 1
+    start = max(0, a0 - margin) // p
+    end = min(n_out, -(-(a1 + margin) // p) * p)
+    return start * q, (end // p) * q if end < n_out else n_in, start * p, end
+
+
+def resize_part(image: np.ndarray, width: int, height: int, part: Rect) -> np.ndarray:
+    """``resize(image, width, height)`` cropped to ``part``, computing little more than ``part``.
+
+    Resizing the engine's output back to a big region only to keep the selection's window wastes
+    most of the work. An input sub-image whose edges fall on the resize's own sampling grid
+    (same scale, same pixel centres), with a few pixels of margin for the interpolation kernel,
+    resizes to the same pixels as the whole. Falls back to the whole when no such grid is
+    close (awkward size ratios) or the part is most of the image.
+    """
+    ih, iw = image.shape[:2]
+    pad = max(3, math.ceil(max(iw / width, ih / height)) + 1)
+    x0, x1, ox0, ox1 = _aligned_span(iw, width, part.x, part.x1, pad)
+    y0, y1, oy0, oy1 = _aligned_span(ih, height, part.y, part.y1, pad)
+    if (ox1 - ox0) * (oy1 - oy0) > 0.8 * width * height:
+        sub, ox0, oy0 = resize(image, width, height), 0, 0
+    else:
+        sub = resize(image[y0:y1, x0:x1], ox1 - ox0, oy1 - oy0)
+    return crop(sub, part.translate(-ox0, -oy0))
+
+
 def crop(image: np.ndarray, rect: Rect) -> np.ndarray:
     """A view of ``image`` inside ``rect`` (tile coordinates)."""
     return image[rect.y : rect.y1, rect.x : rect.x1]
@@ -255,6 +286,13 @@ def focus_crop(image: np.ndarray, mask: np.ndarray, region: FocusRegion) -> tupl
     memory with the inputs, so engines may work in place.
     """
     ww, wh = region.work_size
-    img = resize(colour_float(crop(image, region.rect)), ww, wh)
+    part = crop(image, region.rect)
+    rw, rh = region.rect.width, region.rect.height
+    if image.dtype.kind == "u" and rw % ww == 0 and rh % wh == 0 and (rw, rh) != (ww, wh):
+        # Shrinking by a whole factor: averaging integer samples first is several times
+        # faster than converting the big crop to float (and as exact as the samples).
+        img = colour_float(resize(part, ww, wh))
+    else:
+        img = resize(colour_float(part), ww, wh)
     msk = resize(crop(mask, region.rect), ww, wh, smooth=True)
     return img, np.clip(msk, 0.0, 1.0)  # np.clip copies: the tile's mask is never aliased

@@ -18,7 +18,7 @@ from ..shared.geometry import scaled_margin
 from ..shared.protocol import ErrorCode
 from .engines.base import Engine, RefineParams
 from .errors import BadInput, Cancelled, EngineError
-from .focus import crop, focus_crop, plan_regions, resize
+from .focus import crop, focus_crop, plan_regions, resize_part
 from .imaging import mask_to_float, rgb_float
 from .pasteback import blend_region, drift_field, feather_alpha, new_layer
 
@@ -187,10 +187,10 @@ def run_refine(
         if (lo, hi) != (0.0, 1.0):
             refined *= np.float32(hi - lo)
             refined += np.float32(lo)
-        back = resize(refined, region.rect.width, region.rect.height)
         window = region.selection.translate(-region.rect.x, -region.rect.y)
+        back = resize_part(refined, region.rect.width, region.rect.height, window)
         alpha = feather_alpha(mask, region.selection, params.feather, params.strength, region.islands)
-        blend_region(source, crop(back, window), alpha, region.selection, layer, composite)
+        blend_region(source, back, alpha, region.selection, layer, composite)
         report("paste", k, n, None)
         timings["paste"] += time.perf_counter() - t0
 

@@ -17,6 +17,8 @@ from touchup.backend.focus import (
     focus_crop,
     merge_islands,
     plan_regions,
+    resize,
+    resize_part,
     working_size,
 )
 from touchup.shared.geometry import Rect
@@ -198,3 +200,23 @@ def test_big_region_is_downscaled_with_area_averaging():
     image, _ = focus_crop(tile, mask, region)
     assert image.shape == (300, 300, 3)
     assert np.allclose(image, 0.5, atol=0.01)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    q=st.integers(1, 6),
+    p=st.integers(1, 6),
+    unit=st.integers(3, 40),
+    data=st.data(),
+)
+def test_resizing_part_of_an_image_matches_resizing_all_of_it(q, p, unit, data):
+    """Paste-back resizes only the selection's window back; it must equal the full resize."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    image = rng.random((q * unit, q * unit + q, 3)).astype(np.float32)
+    width, height = p * unit + p, p * unit
+    x = data.draw(st.integers(0, width - 1))
+    y = data.draw(st.integers(0, height - 1))
+    part = Rect(x, y, data.draw(st.integers(1, width - x)), data.draw(st.integers(1, height - y)))
+    got = resize_part(image, width, height, part)
+    want = resize(image, width, height)[part.y : part.y1, part.x : part.x1]
+    np.testing.assert_array_equal(got, want)
