@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -198,8 +199,6 @@ def _fmt(v: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .engines import create_engine
-    from .engines.base import RefineParams
     from .engines.diffusion_base import diffusion_libraries_missing
     from .engines.presets import PRESETS
 
@@ -235,6 +234,17 @@ def run(args: argparse.Namespace) -> int:
         )
         options["device"] = "cpu" if args.device == "auto" else args.device
         seed_area = diffusion_tiny.TINY_OPTIONS["working"]["target_area"]
+    try:
+        return _run(args, preset, options, seed_area)
+    finally:
+        if args.tiny:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, preset: Any, options: dict[str, Any], seed_area: int) -> int:
+    from .engines import create_engine
+    from .engines.base import RefineParams
+
     engine = create_engine(preset.family, options)
     t0 = time.perf_counter()
     engine.load(args.preset)
