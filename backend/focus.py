@@ -295,4 +295,5 @@ def focus_crop(image: np.ndarray, mask: np.ndarray, region: FocusRegion) -> tupl
     else:
         img = resize(colour_float(part), ww, wh)
     msk = resize(crop(mask, region.rect), ww, wh, smooth=True)
-    return img, np.clip(msk, 0.0, 1.0)  # np.clip copies: the tile's mask is never aliased
+    # Clip a fresh resize in place, but copy an unresized crop: the tile's mask is never aliased.
+    return img, np.clip(msk, 0.0, 1.0, out=msk if (ww, wh) != (rw, rh) else None)

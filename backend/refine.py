@@ -159,7 +159,8 @@ def run_refine(
         if (lo, hi) != (0.0, 1.0):
             image -= np.float32(lo)
             image *= np.float32(1.0 / (hi - lo))
-        np.clip(image, 0.0, 1.0, out=image)  # bicubic overshoot
+        if region.work_width * region.work_height > region.rect.area:
+            np.clip(image, 0.0, 1.0, out=image)  # bicubic overshoot (shrinking cannot overshoot)
         timings["crop"] += time.perf_counter() - t0
 
         stage = "refine" if n == 1 else f"refine {k}/{n}"
