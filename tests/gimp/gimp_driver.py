@@ -19,11 +19,17 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, Gio  # noqa: E402
 
 PROC = "plug-in-touchup-refine-selection"
-PRECISIONS = {"u8": Gimp.Precision.U8_NON_LINEAR, "u16": Gimp.Precision.U16_NON_LINEAR}
+PRECISIONS = {
+    "u8": Gimp.Precision.U8_NON_LINEAR,
+    "u16": Gimp.Precision.U16_NON_LINEAR,
+    "float": Gimp.Precision.FLOAT_LINEAR,
+}
 
 
 def fmt(dtype, channels):
-    return ("R'G'B'A " if channels == 4 else "R'G'B' ") + dtype
+    """Integer test images are gamma-encoded, float ones linear (as GIMP creates them)."""
+    model = "RGB" if dtype == "float" else "R'G'B'"
+    return f"{model}{'A' if channels == 4 else ''} {dtype}"
 
 
 def put(drawable, path, dtype, channels):

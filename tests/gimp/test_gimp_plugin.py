@@ -47,9 +47,18 @@ def damaged(clean: np.ndarray) -> np.ndarray:
     return clean * (1 - disc) + blurred * disc
 
 
+NP_DTYPES = {"u8": np.uint8, "u16": np.uint16, "float": np.float32}
+
+
 def to_dtype(img: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float":
+        return img.astype(np.float32)
     peak = 255 if dtype == "u8" else 65535
-    return np.round(img * peak).astype(np.uint8 if dtype == "u8" else np.uint16)
+    return np.round(img * peak).astype(NP_DTYPES[dtype])
+
+
+def peak(dtype: np.dtype) -> float:
+    return 1.0 if np.issubdtype(dtype, np.floating) else float(np.iinfo(dtype).max)
 
 
 def raw(host: Path, name: str, img: np.ndarray) -> str:
@@ -58,8 +67,7 @@ def raw(host: Path, name: str, img: np.ndarray) -> str:
 
 
 def load(host: Path, name: str, size: tuple[int, int], channels: int, dtype: str) -> np.ndarray:
-    np_dtype = np.uint8 if dtype == "u8" else np.uint16
-    data = np.frombuffer((host / name).read_bytes(), np_dtype)
+    data = np.frombuffer((host / name).read_bytes(), NP_DTYPES[dtype])
     return data.reshape(size[1], size[0], channels)
 
 
@@ -78,7 +86,7 @@ def batch(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFacto
     host, inner = gimp.case_dir("batch")
     clean = textured(1)
     cases: list[dict[str, Any]] = []
-    for dtype in ("u8", "u16"):
+    for dtype in ("u8", "u16", "float"):
         ref = cv2.resize(clean[20:100, 40:120], (100, 100), interpolation=cv2.INTER_CUBIC)
         cases.append(
             {
@@ -149,7 +157,7 @@ def _check_refined(batch: dict[str, Any], name: str, instruction: str) -> dict[s
     mask = load(host, f"{name}.selection.raw", (w, h), 1, dtype)[..., 0]
     ys, xs = np.nonzero(mask)
     tile = context_tile(Rect.from_corners(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), w, h, 64)
-    ys, xs = np.nonzero(mask >= 3 * np.iinfo(mask.dtype).max // 255)
+    ys, xs = np.nonzero(mask >= 3 * peak(mask.dtype) / 255)
     core = Rect.from_corners(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     x, y = layer["offsets"]
     lw, lh = layer["size"]
@@ -163,11 +171,12 @@ def _check_refined(batch: dict[str, Any], name: str, instruction: str) -> dict[s
     local_mask = mask[y : y + lh, x : x + lw]
 
     # The layer is transparent wherever nothing was selected, and the soft edge travelled.
-    alpha = result[..., 3].astype(np.int64)
+    alpha = result[..., 3]
+    full = peak(result.dtype)
     assert (alpha[local_mask == 0] == 0).all()
-    peak = np.iinfo(result.dtype).max
-    assert (alpha == peak).any(), "the selection's core should be fully covered"
-    assert ((alpha > 0) & (alpha < peak)).any(), "a feathered selection should give a soft edge"
+    opaque = alpha >= full * (1 - 1e-4)  # float blends may stop a rounding error short of 1
+    assert opaque.any(), "the selection's core should be fully covered"
+    assert ((alpha > 0) & ~opaque).any(), "a feathered selection should give a soft edge"
 
     # The composite outside the selection is bit-for-bit what it was; inside, it changed.
     assert np.array_equal(after[mask == 0], before[mask == 0])
@@ -189,6 +198,13 @@ def test_refine_16bit_keeps_16bit_precision(batch: dict[str, Any]) -> None:
     rgb = arrays["result"][..., :3][arrays["result"][..., 3] > 0]
     # Had the pixels been squeezed through 8 bits, every value would be a multiple of 257.
     assert (rgb % 257 != 0).mean() > 0.5
+
+
+def test_refine_linear_float_stays_float(batch: dict[str, Any]) -> None:
+    arrays = _check_refined(batch, "refine_float", "restore the stripes float")
+    rgb = arrays["result"][..., :3][arrays["result"][..., 3] > 0]
+    # Linear float pixels travel as float: no 8- or 16-bit quantisation steps.
+    assert (np.abs(rgb * 65535 - np.round(rgb * 65535)) > 1e-3).mean() > 0.5
 
 
 def test_backend_down_fails_cleanly_with_instructions(batch: dict[str, Any]) -> None:
