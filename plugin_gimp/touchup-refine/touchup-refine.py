@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 # The installer puts touchup.shared (and pyzmq/msgpack when GIMP's Python lacks them) here.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -154,6 +155,17 @@ class TouchupRefine(Gimp.PlugIn):
 
     # -- running -----------------------------------------------------------------------------
     def run(self, procedure, run_mode, image, drawables, config, run_data):
+        try:
+            return self._run(procedure, run_mode, image, drawables, config)
+        except Exception as exc:  # a bug must become a message, not a "plug-in crashed" dialog
+            traceback.print_exc()
+            return _fail(
+                procedure, f"Touchup failed unexpectedly: {exc!r}. Details are on the terminal GIMP runs in."
+            )
+        finally:
+            Gimp.progress_end()
+
+    def _run(self, procedure, run_mode, image, drawables, config):
         pixels, transport, problem = _import_touchup()
         if problem:
             return _fail(procedure, problem)
@@ -221,20 +233,17 @@ class TouchupRefine(Gimp.PlugIn):
         try:
             result = transport.run_refine(endpoint, header, frames, on_progress)
         except transport.BackendError as exc:
-            Gimp.progress_end()
             return _fail(procedure, transport.user_message(exc, endpoint))
 
         out = result.frame("result")
         origin = result.header.get("origin") or [tile.x, tile.y]
         if out is None or out.desc.channels != 4 or out.desc.dtype != fmt.dtype:
-            Gimp.progress_end()
             return _fail(
                 procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
             )
         Gimp.progress_set_text("Touchup: adding the layer…")
         pixels.add_result_layer(image, active, _layer_name(instruction, reference), origin, out, fmt)
         Gimp.progress_update(1.0)
-        Gimp.progress_end()
         Gimp.displays_flush()
 
         meta = result.header.get("meta") or {}

@@ -90,7 +90,9 @@ def build(case, workdir):
         put(reference, os.path.join(workdir, case["reference_raw"]), dtype, 3)
         reference.set_visible(False)
     sel = case["selection"]
-    if "mask_raw" in sel:
+    if sel.get("none"):
+        Gimp.Selection.none(image)
+    elif "mask_raw" in sel:
         channel = Gimp.Channel.new(image, "mask", w, h, 100.0, Gegl.Color.new("black"))
         image.insert_channel(channel, None, 0)
         buf = channel.get_buffer()

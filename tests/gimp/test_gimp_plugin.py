@@ -108,6 +108,7 @@ def batch(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFacto
             "args": {"endpoint": "tcp://127.0.0.1:9", "instruction": "anything"},
         }
     )
+    cases.append({**cases[0], "name": "no_selection", "selection": {"none": True}})
     example_dir = tmp_path_factory.mktemp("example")
     write_example(example_dir)
     for png in ("input.png", "reference.png"):
@@ -216,6 +217,13 @@ def test_backend_down_fails_cleanly_with_instructions(batch: dict[str, Any]) -> 
     assert "layer" not in r
     # The same text is shown to the user through Gimp.message.
     assert "The Touchup backend is not running" in batch["output"]
+
+
+def test_empty_selection_is_refused_with_a_message(batch: dict[str, Any]) -> None:
+    r = batch["results"]["no_selection"]
+    assert r["status"] == "execution-error"
+    assert "nothing is selected" in r["message"].lower()
+    assert r["stack_after"] == r["stack_before"]
 
 
 def test_bundled_example_end_to_end(batch: dict[str, Any]) -> None:
