@@ -10,7 +10,8 @@
 #
 # Environment:
 #   TOUCHUP_GIMP_CHROOT   where the chroot lives     (default: <repo>/.cache/gimp/trixie)
-#   TOUCHUP_GIMP_CACHE    folder for the tarball     (default: <repo>/.cache/gimp)
+#   TOUCHUP_GIMP_CACHE    folder for the tarball     (default: the user cache dir, so fresh
+#                         clones on the same machine restore the chroot in seconds)
 #   TOUCHUP_DEBIAN_MIRROR Debian mirror              (default: http://deb.debian.org/debian)
 #
 # The last line printed on stdout is the chroot's path.
@@ -18,7 +19,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 chroot_dir="${TOUCHUP_GIMP_CHROOT:-$repo/.cache/gimp/trixie}"
-cache_dir="${TOUCHUP_GIMP_CACHE:-$repo/.cache/gimp}"
+cache_dir="${TOUCHUP_GIMP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/touchup/gimp}"
 mirror="${TOUCHUP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # xdotool: the GUI test presses OK and Ctrl+Z the way a user does.
 packages=(gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-msgpack xvfb xauth xdotool)
