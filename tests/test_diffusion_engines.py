@@ -283,6 +283,12 @@ def test_presets_are_described_for_the_plugins(tiny):
     assert by_name["refine-anything-fast"]["defaults"]["steps"] == 4
     assert by_name["refine-anything"]["working"]["multiple"] == 16
     assert qwen["available"]["ok"] is True and all(qwen["available"]["presets"].values())
+    assert by_name["refine-anything"]["present"] is True
+    assert by_name["refine-anything"]["models"] == [
+        "Qwen/Qwen-Image-Edit-2511",
+        "limuloo1999/RefineAnything",
+        "lightx2v/Qwen-Image-Edit-2511-Lightning",
+    ]
     assert described["sdxl-inpaint"]["presets"][0]["working"]["multiple"] == 8
 
 

@@ -136,6 +136,19 @@ class DiffusionEngine(Engine):
             info["reason"] = f"no weights downloaded; run `touchup models download {first}`"
         return info
 
+    def describe(self) -> dict[str, Any]:
+        """The base description plus, per preset, its models, dtype and whether they are here,
+        so a plugin can mark a preset "not downloaded" and show the command that fixes it."""
+        info = super().describe()
+        present = info["available"].get("presets", {})
+        for entry in info["presets"]:
+            p = self.presets[entry["name"]]
+            entry["models"] = [m.repo for m in p.models()]
+            entry["dtype"] = p.dtype
+            entry["present"] = bool(present.get(p.name))
+            entry["download"] = f"touchup models download {p.name}"
+        return info
+
     def status(self) -> dict[str, Any]:
         return {
             "loaded": self._pipe is not None,
