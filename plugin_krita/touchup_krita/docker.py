@@ -61,7 +61,7 @@ class SettingsForm(QtWidgets.QWidget):
         self.seed = QtWidgets.QSpinBox()
         self.seed.setRange(0, SEED_MAX)
         self.dice = QtWidgets.QToolButton()
-        self.dice.setText("🎲")
+        self.dice.setText("⚄")
         self.dice.setToolTip("Random seed")
         self.dice.clicked.connect(lambda: self.seed.setValue(random.randint(0, SEED_MAX)))
         seed_row = QtWidgets.QHBoxLayout()

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from .docker import RefineDialog, make_docker_class
-from .qt import QtGui, QtWidgets
+from .qt import QtWidgets
 
 DOCKER_ID = "touchup_docker"
+#: id -> menu text. Default shortcuts (Ctrl+Alt+R) live in ``touchup_krita.action``, which Krita
+#: reads from the plugin folder, so users can rebind them under Settings > Keyboard Shortcuts.
 ACTIONS = {
-    # id: (menu text, default shortcut used when the .action file is not installed)
-    "touchup_refine_selection": ("Refine Selection…", "Ctrl+Alt+R"),
-    "touchup_refine_again": ("Refine Again", ""),
-    "touchup_cancel": ("Cancel Refine", ""),
+    "touchup_refine_selection": "Refine Selection…",
+    "touchup_refine_again": "Refine Again",
+    "touchup_cancel": "Cancel Refine",
 }
-ACTION_FILE = Path(__file__).with_name("touchup_krita.action")
 
 
 class TouchupExtension(Extension):
@@ -33,37 +32,41 @@ class TouchupExtension(Extension):
         menu_action = window.createAction("touchup_menu", "Touchup", "tools")
         menu = QtWidgets.QMenu("Touchup", window.qwindow())
         menu_action.setMenu(menu)
+        # The libkis Window wrapper handed to this method is deleted afterwards: never keep it.
         handlers = {
-            "touchup_refine_selection": lambda: self.refine_selection(window),
-            "touchup_refine_again": lambda: _controller().refine_again(),
-            "touchup_cancel": lambda: _controller().cancel(),
+            "touchup_refine_selection": lambda: _guarded(self.refine_selection),
+            "touchup_refine_again": lambda: _guarded(lambda: _controller().refine_again()),
+            "touchup_cancel": lambda: _guarded(lambda: _controller().cancel()),
         }
-        for action_id, (text, shortcut) in ACTIONS.items():
+        for action_id, text in ACTIONS.items():
             action = window.createAction(action_id, text, "")
-            if shortcut and action.shortcut().isEmpty() and not _action_file_installed():
-                action.setShortcut(QtGui.QKeySequence(shortcut))
             action.triggered.connect(handlers[action_id])
             menu.addAction(action)
 
-    def refine_selection(self, window: Any) -> None:
+    def refine_selection(self) -> None:
         """Refine Selection…: the settings dialog, then the same path as the docker's button."""
         ctl = _controller()
-        dialog = RefineDialog(ctl, window.qwindow())
+        window = Krita.instance().activeWindow()
+        dialog = RefineDialog(ctl, window.qwindow() if window is not None else None)
         if dialog.exec():
             ctl.refine_active(dialog.form.settings())
+
+
+def _guarded(handler: Any) -> None:
+    """Run a menu handler; a bug shows up as a message in the docker, not a modal script error."""
+    try:
+        handler()
+    except Exception as exc:  # noqa: BLE001 - the docker is the place to report it
+        import traceback
+
+        traceback.print_exc()
+        _controller().report_error(f"Touchup failed: {exc.__class__.__name__}: {exc}")
 
 
 def _controller() -> Any:
     from .controller import controller
 
     return controller()
-
-
-def _action_file_installed() -> bool:
-    """Whether Krita loaded our ``.action`` file (it reads them from the resource ``actions``
-    folder, not from the plugin folder), in which case Krita owns the shortcut."""
-    resources = Path(__file__).resolve().parents[2]  # <resources>/pykrita/touchup_krita/
-    return (resources / "actions" / ACTION_FILE.name).exists()
 
 
 def register() -> None:

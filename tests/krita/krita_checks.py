@@ -647,4 +647,3 @@ def run(args=None) -> None:
         RESULTS[name]["seconds"] = round(time.monotonic() - t0, 2)
         out.write_text(json.dumps(RESULTS, indent=1, default=str))
     out.write_text(json.dumps(RESULTS, indent=1, default=str))
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,42 @@ def read_results(path: Path, log: Path) -> dict[str, Any]:
         tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
         raise AssertionError(f"the script inside Krita wrote no results; Krita's output ends with:\n{tail}")
     return json.loads(path.read_text())
+
+
+def install_plugin(data_home: Path, lib_root: Path) -> Path:
+    """Lay the plugin out in a Krita resource folder exactly as the installer does:
+    ``pykrita/touchup_krita.desktop`` and ``pykrita/touchup_krita/`` with ``lib/touchup/shared``
+    inside (Krita finds the ``.action`` shortcut file inside the plugin folder)."""
+    pykrita = data_home / "krita" / "pykrita"
+    pkg = pykrita / "touchup_krita"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    pykrita.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(PLUGIN_DIR / "touchup_krita.desktop", pykrita)
+    shutil.copytree(PLUGIN_DIR / "touchup_krita", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    stage(lib_root)
+    shutil.copytree(lib_root / "lib", pkg / "lib")
+    return pykrita
+
+
+def enable_plugins(config_home: Path, *names: str) -> None:
+    """Krita loads a Python plugin only when ``kritarc`` enables it."""
+    config_home.mkdir(parents=True, exist_ok=True)
+    lines = ["[python]", *(f"enable_{name}=true" for name in names)]
+    (config_home / "kritarc").write_text("\n".join(lines) + "\n")
+
+
+def run_in_session(argv: list[str], env: dict[str, str], out: Any, timeout: float) -> int | None:
+    """Run ``argv`` in its own process group; on timeout end the whole group (xvfb-run leaves
+    Krita and Xvfb behind otherwise). Returns the exit code, None after a timeout."""
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return None
