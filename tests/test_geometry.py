@@ -137,3 +137,20 @@ def test_tile_of_a_mask_round_trip(context):
     tile = context_tile(sel, 400, 300, context)
     margin = scaled_margin(context, 400, 300)
     assert tile == Rect(390 - margin, 100 - margin, 10 + margin, 20 + 2 * margin)
+
+
+def test_context_tile_of_a_selection_off_the_canvas_is_the_canvas():
+    from touchup.shared.geometry import Rect, context_tile
+
+    assert context_tile(Rect(194, 194, 10, 10), 100, 100) == Rect(0, 0, 100, 100)
+    # partly off the canvas: only the part inside counts
+    assert context_tile(Rect(90, 90, 50, 50), 100, 100, context=0) == Rect(90, 90, 10, 10)
+
+
+def test_mask_bounds_rejects_a_short_buffer():
+    import pytest
+
+    from touchup.shared.geometry import mask_bounds
+
+    with pytest.raises(ValueError, match="expected 4x4"):
+        mask_bounds(b"\x00" * 10, 4, 4)
