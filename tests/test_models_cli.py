@@ -22,6 +22,11 @@ from touchup.backend.cli import main  # noqa: E402
 pytestmark = pytest.mark.diffusion
 
 KONTEXT = "black-forest-labs/FLUX.1-Kontext-dev"
+RA_REPOS = [
+    "Qwen/Qwen-Image-Edit-2511",
+    "limuloo1999/RefineAnything",
+    "lightx2v/Qwen-Image-Edit-2511-Lightning",
+]
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +49,9 @@ def _snapshot(cache: Path, repo: str) -> Path:
 def remote(hub, tmp_path) -> Path:
     """What the hub would serve for the Kontext repository: the pipeline folders, plus a root
     single-file checkpoint and a pickle that a download must skip."""
+    for repo in (*RA_REPOS, KONTEXT):
+        shutil.copytree(_snapshot(hub, repo), tmp_path / "remote" / repo, symlinks=False)
     root = tmp_path / "remote" / KONTEXT
-    shutil.copytree(_snapshot(hub, KONTEXT), root, symlinks=False)
     (root / "flux1-kontext-dev.safetensors").write_bytes(b"\0" * 64)
     (root / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     return tmp_path / "remote"
@@ -81,7 +87,11 @@ def fake_hub(remote, monkeypatch):
         return str(add_to_cache(Path(cache_dir), repo_id, staging))
 
     def hf_hub_download(repo_id, filename, cache_dir=None, token=None, **kw):
-        raise AssertionError("the Kontext preset needs no single-file download")
+        calls.append(f"{repo_id}/{filename}")
+        staging = remote.parent / "staging" / repo_id
+        staging.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(remote / repo_id / filename, staging / filename)
+        return str(add_to_cache(Path(cache_dir), repo_id, staging) / filename)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
@@ -126,6 +136,24 @@ def test_download_fetches_only_safetensors_pipeline_folders_then_list_and_verify
     assert rows["flux-kontext"]["present"] is True and rows["flux-kontext"]["bytes"] > 0
     assert main(["models", "verify", "flux-kontext"]) == 0
     assert "all files present and intact" in capsys.readouterr().out
+
+
+def test_download_of_a_preset_with_loras_fetches_the_named_files(fake_hub, tmp_path, monkeypatch, capsys):
+    """refine-anything = a pipeline + two single LoRA files; afterwards the engine can load it."""
+    use_hub(monkeypatch, tmp_path / "cache")
+    assert main(["models", "download", "refine-anything"]) == 0
+    assert fake_hub == [
+        "Qwen/Qwen-Image-Edit-2511",
+        "limuloo1999/RefineAnything/Qwen-Image-Edit-2511-RefineAny.safetensors",
+        "lightx2v/Qwen-Image-Edit-2511-Lightning/Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors",
+    ]
+    lightning = _snapshot(tmp_path / "cache", RA_REPOS[2])
+    assert sorted(p.name for p in lightning.iterdir()) == [
+        "Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors"
+    ]
+    from touchup.backend.models import first_present_preset
+
+    assert first_present_preset() == "refine-anything"
 
 
 def test_gated_repo_without_access_says_how_to_get_it(tmp_path, monkeypatch, capsys):
