@@ -81,10 +81,8 @@ class Controller(QtCore.QObject):
             return None
 
     def refine_again(self) -> Job | None:
-        if self.last_settings is None:
-            self.report_error("Nothing to repeat yet: refine once with Refine Selection….")
-            return None
-        return self.refine_active(self.last_settings)
+        """Refine the current selection with the settings used last (saved across sessions)."""
+        return self.refine_active(self.last_settings or self.settings)
 
     def cancel(self) -> None:
         self.queue.cancel()

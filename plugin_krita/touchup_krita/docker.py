@@ -127,7 +127,9 @@ class SettingsForm(QtWidgets.QWidget):
             _select(self.reference, s.reference)
         for i in range(self.preset.count()):
             data = self.preset.itemData(i) or {}
-            if data.get("engine") == s.engine and data.get("name") == s.preset:
+            if (data.get("engine"), data.get("name")) == (s.engine, s.preset) and self.preset.model().item(
+                i
+            ).isEnabled():
                 self.preset.setCurrentIndex(i)
 
     # -- capabilities ------------------------------------------------------------------------
@@ -138,7 +140,6 @@ class SettingsForm(QtWidgets.QWidget):
         self.preset.clear()
         default_engine = capabilities.get("default_engine")
         for engine in capabilities.get("engines", []):
-            ok = bool((engine.get("available") or {}).get("ok", True))
             for p in engine.get("presets", []):
                 data = {
                     "engine": engine.get("name"),
@@ -146,26 +147,24 @@ class SettingsForm(QtWidgets.QWidget):
                     "accepts": p.get("accepts") or {},
                     "defaults": p.get("defaults") or {},
                 }
-                label = f"{engine.get('name')} · {p.get('name')}"
-                self.preset.addItem(label, data)
+                self.preset.addItem(f"{engine.get('name')} · {p.get('name')}", data)
                 index = self.preset.count() - 1
                 tip = p.get("description") or engine.get("description") or ""
-                if not ok:
-                    reason = (engine.get("available") or {}).get("reason", "not available")
-                    tip = f"{tip} — unavailable: {reason}".strip(" —")
-                    item = self.preset.model().item(index)
-                    if item is not None:
-                        item.setEnabled(False)
+                missing = _preset_missing(engine, p)
+                if missing:
+                    tip = f"{tip}\nNot available: {missing}".strip()
+                    self.preset.model().item(index).setEnabled(False)
                 self.preset.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
         if self.preset.count() == 0:
             self.preset.addItem("backend default", {})
-        chosen = 0
-        for i in range(self.preset.count()):
+        enabled = [i for i in range(self.preset.count()) if self.preset.model().item(i).isEnabled()] or [0]
+        chosen = enabled[0]
+        for i in enabled:
             data = self.preset.itemData(i) or {}
             if (data.get("engine"), data.get("name")) == (current.get("engine"), current.get("name")):
                 chosen = i
                 break
-            if not current and data.get("engine") == default_engine and chosen == 0:
+            if not current and data.get("engine") == default_engine and chosen == enabled[0]:
                 chosen = i
         self.preset.setCurrentIndex(chosen)
         self.preset.blockSignals(False)
@@ -311,10 +310,10 @@ class TouchupDockerWidget(QtWidgets.QWidget):
             self.ctl.set_config(dialog.config())
 
     def _on_settings(self, settings: RefineSettings) -> None:
-        if settings is not self.form.settings():
-            reference = self.form.reference.currentData()
-            self.form.set_settings(settings)
-            _select(self.form.reference, settings.reference or reference)
+        """Mirror settings chosen elsewhere (the Refine Selection… dialog) in the docker."""
+        reference = self.form.reference.currentData()
+        self.form.set_settings(settings)
+        _select(self.form.reference, settings.reference or reference)
 
     def _on_state(self, state: str) -> None:
         colour, text = STATE_TEXT.get(state, ("#808080", state))
@@ -425,6 +424,18 @@ class ConfigDialog(QtWidgets.QDialog):
         return replace(
             self._config, endpoint=self.endpoint.text().strip(), backend_command=self.command.text().strip()
         )
+
+
+def _preset_missing(engine: dict[str, Any], preset: dict[str, Any]) -> str:
+    """Why a preset cannot run on this backend (missing weights...), or "" when it can."""
+    available = engine.get("available") or {}
+    per_preset = available.get("presets") or {}
+    ok = per_preset.get(preset.get("name"), available.get("ok", True)) and preset.get("present", True)
+    if ok:
+        return ""
+    if preset.get("download"):
+        return f"models not downloaded; run `{preset['download']}`"
+    return str(available.get("reason") or "not available on this backend")
 
 
 def _select(combo: QtWidgets.QComboBox, data: Any) -> None:

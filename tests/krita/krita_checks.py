@@ -10,6 +10,7 @@ Only the standard library is available here (Krita's Python has no numpy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -450,7 +451,12 @@ def docker_widgets():
     ctl = controller()
     widget = TouchupDockerWidget(ctl)
     presets = [widget.form.preset.itemText(i) for i in range(widget.form.preset.count())]
+    model = widget.form.preset.model()
+    for i, text in enumerate(presets):  # presets without their models are listed but disabled
+        tip = widget.form.preset.itemData(i, 3) or ""  # 3 = ToolTipRole
+        assert model.item(i).isEnabled() == ("Not available" not in tip), (text, tip)
     classic = next(i for i, t in enumerate(presets) if t.startswith("classic"))
+    assert model.item(classic).isEnabled()
     widget.form.preset.setCurrentIndex(classic)
     accepts = widget.form.preset.currentData()["accepts"]
     assert widget.form.instruction.isEnabled() == bool(accepts["prompt"])
@@ -559,6 +565,44 @@ def backend_not_running():
     assert names(doc) == ["Background"]
     close(doc)
     return {"message": message, "seconds": round(took, 2)}
+
+
+@check
+def start_backend_button():
+    """Start backend launches the configured command; the state goes starting -> connected."""
+    from touchup_krita import refine
+    from touchup_krita.jobs import CONNECTED, NOT_RUNNING, STARTING
+
+    from touchup.shared.client import Client
+
+    ctl = controller()
+    seen = []
+    ctl.backend.state_changed.connect(seen.append)
+    ctl.set_config(
+        replace(
+            ctl.config,
+            endpoint=CFG["spare_endpoint"],
+            backend_command=CFG["backend_command"],
+            start_timeout_s=60,
+        )
+    )
+    assert pump_until(lambda: ctl.backend.state == NOT_RUNNING, 10), ctl.backend.state
+    ctl.start_backend()
+    assert ctl.backend.state == STARTING, ctl.backend.state
+    try:
+        assert pump_until(lambda: ctl.backend.state == CONNECTED, 60), (
+            ctl.backend.state,
+            ctl.backend.start_error,
+        )
+        assert pump_until(lambda: bool(ctl.backend.hello.get("engines")), 10)
+        doc = make_doc(80, 60, "U8")
+        select_rect(doc, 20, 20, 20, 20)
+        layer = refine(doc)
+        close(doc)
+    finally:
+        with Client(CFG["spare_endpoint"]) as client, contextlib.suppress(Exception):
+            client.shutdown(timeout=5)
+    return {"states": seen, "layer": layer.name()}
 
 
 @check

@@ -34,9 +34,17 @@ CHECKS = [
     "cancel_running_job",
     "backend_vanishes_mid_job",
     "backend_not_running",
+    "start_backend_button",
     "bundled_example_end_to_end",
 ]
 SLOW_IDENTITY = {"engine": "classic", "engines": {"identity": {"delay": 0.2}}}
+
+
+def spare_command(root: Path) -> str:
+    """The command the docker's Start backend button runs in the check (own config and log)."""
+    config = root / "spare.toml"
+    config.write_text(f'engine = "classic"\nlog_file = "{root / "spare.log"}"\n')
+    return f"{sys.executable} -m touchup.backend serve --endpoint {{endpoint}} --config {config}"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +68,8 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
             "doomed_endpoint": doomed.endpoint,
             "doomed_pid": doomed.proc.pid,
             "dead_endpoint": free_endpoint(),
+            "spare_endpoint": free_endpoint(),
+            "backend_command": spare_command(root),
             "example_dir": str(example),
         }
         (root / "config.json").write_text(json.dumps(config))

@@ -172,7 +172,9 @@ class Driver(Extension):
             ]
             for w in QtWidgets.QApplication.topLevelWidgets():
                 if w.isVisible() and type(w).__name__ == "ExceptHookDialog":  # Krita's script-error box
-                    seen["script_error"] = [c.toPlainText()[-1500:] for c in w.findChildren(QtWidgets.QTextEdit)]
+                    seen["script_error"] = [
+                        c.toPlainText()[-1500:] for c in w.findChildren(QtWidgets.QTextEdit)
+                    ]
                     w.close()
                     return
             if not dialogs:
