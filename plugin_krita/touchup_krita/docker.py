@@ -23,11 +23,11 @@ STATE_TEXT = {
 }
 STAGE_TEXT = {
     "queued": "Queued",
-    "load": "Loading model",
-    "prepare": "Preparing",
+    "loading": "Loading model",
+    "focus": "Preparing region",
     "denoise": "Refining",
     "refine": "Refining",
-    "paste": "Blending",
+    "paste": "Blending into the image",
 }
 SEED_MAX = 2**31 - 1
 
@@ -338,8 +338,7 @@ class TouchupDockerWidget(QtWidgets.QWidget):
         if job.state == "running" and job.total:
             self.progress.setRange(0, job.total)
             self.progress.setValue(job.step)
-            stage = STAGE_TEXT.get(job.stage, job.stage.capitalize())
-            self.stage.setText(f"{stage} {job.step}/{job.total}{more}")
+            self.stage.setText(f"{stage_text(job.stage)} {job.step}/{job.total}{more}")
         else:
             self.progress.setRange(0, 0)  # busy indicator until the first progress message
             waiting = {"waiting": "Waiting for the backend", "sent": "Sending", "queued": "Queued"}
@@ -347,7 +346,7 @@ class TouchupDockerWidget(QtWidgets.QWidget):
             if job.state == "queued" and job.position:
                 text += f" (position {job.position})"
             if job.state == "running":
-                text = STAGE_TEXT.get(job.stage, job.stage.capitalize() or "Running")
+                text = stage_text(job.stage)
             self.stage.setText(text + more)
 
 
@@ -424,6 +423,13 @@ class ConfigDialog(QtWidgets.QDialog):
         return replace(
             self._config, endpoint=self.endpoint.text().strip(), backend_command=self.command.text().strip()
         )
+
+
+def stage_text(stage: str) -> str:
+    """Human text for a progress stage; ``refine 2/3`` (several regions) keeps its counter."""
+    head, _, tail = stage.partition(" ")
+    text = STAGE_TEXT.get(head, head.capitalize() or "Running")
+    return f"{text} (region {tail})" if tail else text
 
 
 def _preset_missing(engine: dict[str, Any], preset: dict[str, Any]) -> str:

@@ -490,25 +490,36 @@ def cancel_running_job():
     from touchup_krita import refine
     from touchup_krita.api import result_of
     from touchup_krita.controller import wait_for
+    from touchup_krita.docker import TouchupDockerWidget
 
     use_endpoint(CFG["slow_endpoint"])
     ctl = controller()
+    widget = TouchupDockerWidget(ctl)
     doc = make_doc(120, 100, "U8")
     select_rect(doc, 30, 30, 40, 30)
     job = refine(doc, engine="identity", steps=30, wait=False)
-    assert pump_until(lambda: job.state == "running", 30), job.state
-    stage = job.stage
+    assert pump_until(lambda: job.state == "running" and job.step >= 2, 30), job.state
+    assert pump_until(lambda: widget.stage.text().startswith("Refining"), 5), widget.stage.text()
+    stage = widget.stage.text()
+    assert (
+        widget.cancel_button.isEnabled() and widget.progress.maximum() == 30 and widget.progress.value() >= 2
+    )
     t0 = time.monotonic()
-    ctl.cancel()
+    widget.cancel_button.click()
     assert job.state == "cancelled" and not ctl.queue.active()
+    assert widget.stage.text() == "" and not widget.cancel_button.isEnabled(), "the docker did not reset"
     pump_until(lambda: False, 1.5)  # late replies must not add a layer
     assert names(doc) == ["Background"], names(doc)
+    t1 = time.monotonic()
     job2 = refine(doc, engine="identity", steps=2, wait=False)
     wait_for(job2, 60)
     layer = result_of(job2)
+    # 30 steps of 0.2 s were cancelled after ~2: had the backend kept running it, job2 would wait ~5 s
+    assert time.monotonic() - t1 < 3.5, f"the next job waited {time.monotonic() - t1:.1f} s"
     assert names(doc) == ["Background", layer.name()]
     close(doc)
-    return {"stage_seen": stage, "cancel_s": round(time.monotonic() - t0, 2)}
+    widget.deleteLater()
+    return {"docker_showed": stage, "cancel_s": round(time.monotonic() - t0, 2)}
 
 
 @check
@@ -517,10 +528,12 @@ def backend_vanishes_mid_job():
     from touchup_krita import RefineError, refine
     from touchup_krita.api import result_of
     from touchup_krita.controller import wait_for
+    from touchup_krita.docker import TouchupDockerWidget
     from touchup_krita.jobs import NOT_RUNNING
 
     use_endpoint(CFG["doomed_endpoint"])
     ctl = controller()
+    widget = TouchupDockerWidget(ctl)
     doc = make_doc(120, 100, "U8")
     select_rect(doc, 30, 30, 40, 30)
     job = refine(doc, engine="identity", steps=40, wait=False)
@@ -539,6 +552,10 @@ def backend_vanishes_mid_job():
     assert ctl.last_error == message and not ctl.queue.active()
     assert ctl.backend.state == NOT_RUNNING
     assert names(doc) == ["Background"]
+    assert widget.error_label.text() == message and not widget.error_label.isHidden()
+    assert widget.stage.text() == "" and not widget.cancel_button.isEnabled(), "the docker did not reset"
+    assert "not running" in widget.state_label.text() and widget.start_button.isEnabled()
+    widget.deleteLater()
     close(doc)
     return {"message": message, "noticed_after_s": round(noticed, 2)}
 
