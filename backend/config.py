@@ -3,11 +3,12 @@
 Example ``config.toml``::
 
     endpoint = "tcp://127.0.0.1:57361"
-    engine = "classic"          # default engine for requests that name none
+    engine = "classic"          # default engine for requests that name none (unset: refine-anything
+                                # when its weights are present, else classic)
     max_pixels = 67108864       # largest tile accepted (width*height)
     idle_unload_s = 600         # unload a GPU model after this long without jobs (0: never)
 
-    [engines.refine-anything]   # options passed to that engine
+    [engines.qwen-edit]         # options passed to that engine
     memory_policy = "auto"
 """
 
@@ -51,7 +52,7 @@ class Config:
     """Every backend setting with its default. Field names are the TOML keys."""
 
     endpoint: str = DEFAULT_ENDPOINT
-    engine: str = "classic"
+    engine: str | None = None  # None: the best engine whose weights are here (see server)
     log_level: str = "INFO"
     log_file: str | None = None  # default: <user log dir>/backend.log
     max_pixels: int = 8192 * 8192  # per tile

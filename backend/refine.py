@@ -190,7 +190,9 @@ def run_refine(
             refined += np.float32(lo)
         window = region.selection.translate(-region.rect.x, -region.rect.y)
         back = resize_part(refined, region.rect.width, region.rect.height, window)
-        alpha = feather_alpha(mask, region.selection, params.feather, params.strength, region.islands)
+        # Strength is a blend weight, unless the engine already used it (as denoising strength).
+        strength = 1.0 if output.meta.get("strength_applied") else params.strength
+        alpha = feather_alpha(mask, region.selection, params.feather, strength, region.islands)
         blend_region(source, back, alpha, region.selection, layer, composite)
         report("paste", k, n, None)
         timings["paste"] += time.perf_counter() - t0
@@ -238,7 +240,7 @@ def _half_step(dtype: np.dtype) -> float:
 
 def _checked(image: np.ndarray, given: np.ndarray, name: str) -> np.ndarray:
     """The engine's output as a float32 array of the crop's shape that we may modify, or EngineError."""
-    image = np.asarray(image)
+    image = np.ascontiguousarray(image)  # OpenCV needs C order; engines may hand back views
     if image.shape != given.shape:
         raise EngineError(f"engine {name!r} returned an image of shape {image.shape}, expected {given.shape}")
     if image.dtype != np.float32 or np.may_share_memory(image, given) or not image.flags.writeable:

@@ -51,6 +51,8 @@ class AlreadyRunning(RuntimeError):
 
 class Server:
     def __init__(self, config: Config) -> None:
+        if not config.engine:
+            config.engine = resolve_default_engine(config)
         self.config = config
         self.ctx = zmq.Context()
         self.queue = JobQueue(config.max_queue)
@@ -130,7 +132,7 @@ class Server:
                 engines.append({"name": name, "presets": [], "available": {"ok": False, "reason": str(exc)}})
         return {
             "engines": engines,
-            "default_engine": self.config.engine if self.config.engine in ENGINES else DEFAULT_ENGINE,
+            "default_engine": self.config.engine,
             "limits": {
                 "max_pixels": self.config.max_pixels,
                 "max_side": self.config.max_side,
@@ -259,6 +261,23 @@ class Server:
             # Never started: answer now, on the refine's id so the waiting client sees it.
             reply(make_header(Kind.CANCELLED, id=job.request_id, job=job.job_id))
         # A running job stops at its next step; the worker then sends ``cancelled``.
+
+
+def resolve_default_engine(config: Config) -> str:
+    """RefineAnything's engine when its weights are present, else the CPU engine.
+
+    Only file lookups happen here (no torch import), so start-up stays fast without a GPU.
+    """
+    try:
+        from .engines.presets import engine_for_preset
+        from .models import first_present_preset
+
+        preset = first_present_preset(config.models_dir)
+        if preset is not None and engine_for_preset(preset) in ENGINES:
+            return engine_for_preset(preset)
+    except Exception as exc:  # a broken cache must not stop the backend from starting
+        log.warning("could not look for model weights: %s", exc)
+    return DEFAULT_ENGINE
 
 
 def _peek_id(parts: list) -> Any:

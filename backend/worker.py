@@ -83,12 +83,15 @@ class Worker(threading.Thread):
                 if job is None:
                     self._maybe_idle_unload()
                     continue
+                final: tuple[dict[str, Any], list] | None = None
                 try:
-                    self._run_job(job, out)
+                    final = self._run_job(job, out)
                 finally:
                     self.queue.done(job)
                     self.last_job_end = time.monotonic()
                     self.state = "idle"
+                if final is not None:
+                    out.send_multipart(self._parts(job, *final), copy=False)
         finally:
             self._unload()
             out.close(0)
@@ -119,15 +122,16 @@ class Worker(threading.Thread):
         self.engine_preset = job.preset or self.engine.preset(None).name
         return self.engine
 
-    def _run_job(self, job: Job, out: zmq.Socket) -> None:
+    def _run_job(self, job: Job, out: zmq.Socket) -> tuple[dict[str, Any], list]:
+        """Run ``job``, streaming progress; returns the final message (result, error or
+        cancelled), which the caller sends only after the job has left the queue, so that a
+        client asking for status right after its result never sees the job still running."""
+
         def send(header: dict[str, Any], frames: list = ()) -> None:
-            header.setdefault("id", job.request_id)
-            header.setdefault("job", job.job_id)
-            out.send_multipart([job.peer, *encode(header, list(frames))], copy=False)
+            out.send_multipart(self._parts(job, header, frames), copy=False)
 
         if job.cancelled:
-            send(make_header(Kind.CANCELLED))
-            return
+            return make_header(Kind.CANCELLED), []
         self.state = "busy"
         last_sent: list[tuple] = [()]
 
@@ -143,28 +147,24 @@ class Worker(threading.Thread):
 
         started = time.perf_counter()
         try:
+            if self.engine_name != job.engine or self.engine_preset != (job.preset or self.engine_preset):
+                on_progress("loading", 0, 1)  # loading weights can take minutes: say so
             engine = self._engine_for(job)
             self.state = "busy"
             outcome = run_refine(job.work, engine, on_progress, lambda: job.cancelled)
         except Cancelled:
             log.info("job %s cancelled", job.job_id)
-            send(make_header(Kind.CANCELLED))
-            return
+            return make_header(Kind.CANCELLED), []
         except TouchupError as exc:
             log.warning("job %s failed: %s (%s)", job.job_id, exc.message, exc.code)
-            send(error_header(exc.code, exc.message, exc.detail))
-            return
+            return error_header(exc.code, exc.message, exc.detail), []
         except MemoryError:
-            send(error_header(ErrorCode.OUT_OF_MEMORY, "the backend ran out of memory for this region"))
-            return
+            return error_header(ErrorCode.OUT_OF_MEMORY, "the backend ran out of memory for this region"), []
         except Exception as exc:
             log.exception("job %s crashed", job.job_id)
-            send(
-                error_header(
-                    ErrorCode.ENGINE_FAILED, f"the engine failed: {exc}", traceback.format_exc(limit=5)
-                )
-            )
-            return
+            return error_header(
+                ErrorCode.ENGINE_FAILED, f"the engine failed: {exc}", traceback.format_exc(limit=5)
+            ), []
 
         layer = _convert(outcome.layer, job.output_dtype)
         # Send only the part of the tile the new layer actually covers.
@@ -182,11 +182,17 @@ class Worker(threading.Thread):
         meta["engine"] = job.engine
         meta["preset"] = self.engine_preset
         meta["seconds"] = round(time.perf_counter() - started, 4)
-        send(
+        log.info("job %s done in %.2f s", job.job_id, meta["seconds"])
+        return (
             make_header(Kind.RESULT, origin=[ox + x0, oy + y0], size=[x1 - x0, y1 - y0], meta=_plain(meta)),
             [array_to_frame(layer, "result", job.order)],
         )
-        log.info("job %s done in %.2f s", job.job_id, meta["seconds"])
+
+    @staticmethod
+    def _parts(job: Job, header: dict[str, Any], frames: list = ()) -> list:
+        header.setdefault("id", job.request_id)
+        header.setdefault("job", job.job_id)
+        return [job.peer, *encode(header, list(frames))]
 
 
 def _convert(arr: np.ndarray, dtype: str) -> np.ndarray:

@@ -222,11 +222,8 @@ def plan_krita(stack: ExitStack, opts: Options, loc: EditorLocation) -> Plan:
     plan.files += [
         FileSpec(pkg / p.relative_to(source / KRITA_PLUGIN), p) for p in _walk(source / KRITA_PLUGIN)
     ]
-    action = source / KRITA_PLUGIN / f"{KRITA_PLUGIN}.action"
-    if action.is_file():
-        # Krita reads .action files (menu texts, default shortcuts listed in Settings > Configure
-        # Krita > Keyboard Shortcuts) only from the resource folder's actions/ folder.
-        plan.files.append(FileSpec(loc.resource_dir / "actions" / action.name, action))
+    # The .action file (default shortcuts) ships inside the plugin folder, where Krita finds it;
+    # a second copy in the resource folder's actions/ would register every action twice.
     plan.files += _shared_files(stack, pkg / "lib")
     plan.files += _vendored_files(stack, opts, loc, pkg / "lib", plan, opts.krita_python)
     plan.files.append(FileSpec(pkg / "config.json", content=plugin_config(opts)))

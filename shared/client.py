@@ -215,13 +215,14 @@ class Client:
         req_id: str,
         on_event: Callable[[Message], None] | None = None,
         timeout: float | None = None,
-        idle_timeout: float | None = 30.0,
+        idle_timeout: float = 10.0,
     ) -> Message:
         """Wait for the job submitted as ``req_id`` to finish; return its result message.
 
         ``on_event`` sees every accepted/progress message. Raises :class:`BackendError` for an
-        error or cancellation, and ``timeout``/``unreachable`` when nothing arrives for
-        ``idle_timeout`` seconds (the backend died) or the job exceeds ``timeout``.
+        error or cancellation, ``timeout`` when the job exceeds ``timeout``, and ``unreachable``
+        when the backend died: after ``idle_timeout`` seconds without news it is pinged (the
+        backend answers pings even while a model loads for minutes), and only silence fails.
         """
         start = time.monotonic()
         skipped: list[Message] = []
@@ -237,9 +238,13 @@ class Client:
                 if msg is None:
                     if timeout is not None and time.monotonic() - start >= timeout:
                         continue
-                    raise BackendError(
-                        ErrorCode.UNREACHABLE, f"the backend at {self.endpoint} stopped answering"
-                    )
+                    try:
+                        self.ping(timeout=5.0)
+                    except BackendError:
+                        raise BackendError(
+                            ErrorCode.UNREACHABLE, f"the backend at {self.endpoint} stopped answering"
+                        ) from None
+                    continue
                 if msg.header.get("id") != req_id:
                     skipped.append(msg)
                     continue

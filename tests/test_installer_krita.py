@@ -59,6 +59,8 @@ class Check(Extension):
         try:
             out["plugin_module"] = getattr(sys.modules.get("touchup_krita"), "__file__", None)
             out["actions"] = {a: (app.action(a).text() if app.action(a) else None) for a in ACTIONS}
+            sel = app.action("touchup_refine_selection")
+            out["shortcut"] = sel.shortcut().toString() if sel else None
             out["dockers"] = [d.objectName() for d in app.dockers()]
             out["docker_titles"] = [d.windowTitle() for d in app.dockers()]
             import msgpack, zmq
@@ -156,6 +158,8 @@ def test_install_into_real_krita_loads_plugin_and_uninstall_restores(tmp_path: P
         "touchup_cancel": "Cancel Refine",
     }
     assert "touchup_docker" in seen["dockers"], seen["dockers"]
+    assert seen["shortcut"] == "Ctrl+Alt+R"  # the .action file was found inside the plugin folder
+    assert "Duplicated action name" not in log.read_text(errors="replace")
     # Vendored wheels and the protocol copy are what Krita's Python actually imported.
     lib = plugin_dir / "lib"
     for key in ("zmq", "msgpack", "shared"):

@@ -140,7 +140,11 @@ def test_download_fetches_only_safetensors_pipeline_folders_then_list_and_verify
 
 def test_download_of_a_preset_with_loras_fetches_the_named_files(fake_hub, tmp_path, monkeypatch, capsys):
     """refine-anything = a pipeline + two single LoRA files; afterwards the engine can load it."""
+    from touchup.backend.config import Config
+    from touchup.backend.server import resolve_default_engine
+
     use_hub(monkeypatch, tmp_path / "cache")
+    assert resolve_default_engine(Config()) == "classic"  # no weights yet: the CPU engine
     assert main(["models", "download", "refine-anything"]) == 0
     assert fake_hub == [
         "Qwen/Qwen-Image-Edit-2511",
@@ -154,6 +158,7 @@ def test_download_of_a_preset_with_loras_fetches_the_named_files(fake_hub, tmp_p
     from touchup.backend.models import first_present_preset
 
     assert first_present_preset() == "refine-anything"
+    assert resolve_default_engine(Config()) == "qwen-edit"  # RefineAnything is the default once present
 
 
 def test_gated_repo_without_access_says_how_to_get_it(tmp_path, monkeypatch, capsys):

@@ -428,3 +428,20 @@ def test_outcome_reports_regions_scales_and_timings():
     assert region["rect"] == outcome.regions[0].as_list()
     assert region["work_size"][0] * region["work_size"][1] >= SMALL.target_area * 0.7
     assert outcome.meta["scales"] == [region["scale"]]
+
+
+@pytest.mark.parametrize("applied", [False, True])
+def test_strength_is_not_applied_twice_when_the_engine_used_it(applied):
+    """Inpainting engines take strength as denoising strength; the blend must then not halve it again."""
+
+    class StrengthEngine(FakeEngine):
+        def refine(self, *args, **kwargs):
+            out = super().refine(*args, **kwargs)
+            out.meta["strength_applied"] = applied
+            return out
+
+    src = gradient(64, 64, 3, np.dtype(np.uint8))
+    mask = rect_mask(64, 64, (16, 16, 32, 32))
+    job = RefineJob(src, mask, params=RefineParams(strength=0.5, feather=0, color_correct=False))
+    layer = run_refine(job, StrengthEngine()).layer
+    assert layer[32, 32, 3] == (255 if applied else 128)

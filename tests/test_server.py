@@ -147,8 +147,9 @@ def test_status_and_ping_answer_while_a_job_runs(backend_factory):
 def test_cancel_queued_and_running_jobs(backend_factory):
     proc = backend_factory(engine="identity", engines={"identity": {"delay": 0.2}})
     with proc.client() as c:
-        first = c.submit(*request(params={"steps": 50}))
-        second = c.submit(*request(params={"steps": 50}))
+        # 150 steps x 0.2 s = 30 s per job: a cancel that works ends it far sooner, even under load.
+        first = c.submit(*request(params={"steps": 150}))
+        second = c.submit(*request(params={"steps": 150}))
         accepted = {}
         deadline = time.monotonic() + 10
         while len(accepted) < 2 and time.monotonic() < deadline:
@@ -165,7 +166,7 @@ def test_cancel_queued_and_running_jobs(backend_factory):
         with pytest.raises(BackendError) as info:
             c.wait(first, timeout=10)
         assert info.value.code == "cancelled"
-        assert time.monotonic() - t0 < 3.0  # far less than the 10 s the job would take
+        assert time.monotonic() - t0 < 10.0  # far less than the 30 s the job would take
         assert c.status()["queue"]["running"] is None
 
 
@@ -280,3 +281,25 @@ def test_ipc_endpoint(backend_factory, tmp_path):
     proc = backend_factory(endpoint=f"ipc://{tmp_path}/touchup.sock")
     with proc.client() as c:
         assert c.refine(*request(engine="identity"), timeout=30).kind == Kind.RESULT
+
+
+def test_client_notices_a_backend_that_dies_mid_job(backend_factory):
+    proc = backend_factory(engine="identity", engines={"identity": {"delay": 0.5}})
+    with proc.client() as c:
+        req = c.submit(*request(params={"steps": 100}))
+        time.sleep(1.0)
+        proc.proc.kill()
+        t0 = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            c.wait(req, idle_timeout=2.0)
+    assert info.value.code == ErrorCode.UNREACHABLE
+    assert time.monotonic() - t0 < 15
+
+
+def test_a_slow_but_alive_backend_is_waited_for(backend_factory):
+    """Silence longer than idle_timeout is fine while the backend still answers pings."""
+    proc = backend_factory(engine="identity", engines={"identity": {"delay": 3.0}})
+    with proc.client() as c:
+        req = c.submit(*request(params={"steps": 1}))
+        result = c.wait(req, idle_timeout=1.0, timeout=60)
+    assert result.kind == Kind.RESULT

@@ -483,6 +483,9 @@ class DiffusionEngine(Engine):
             "seed": int(params.seed),
             "prompt": text,
             "timings": timings,
+            # Inpainting models take strength as their denoising strength; paste-back then must
+            # not weaken the blend by the same factor a second time.
+            "strength_applied": "strength" in kwargs,
         }
         if cuda:
             meta["peak_vram_gb"] = torch.cuda.max_memory_allocated(self._device) / 2**30

@@ -8,6 +8,7 @@ work; this plug-in reads pixels, shows progress and writes the result.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -50,12 +51,24 @@ def _import_touchup():
     return touchup_pixels, touchup_transport, None
 
 
+def _installed_config() -> dict:
+    """``config.json`` written beside this script by ``touchup install`` (endpoint, backend command)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _default_endpoint() -> str:
+    """TOUCHUP_ENDPOINT, else the endpoint the installer configured, else the protocol's default."""
     try:
         from touchup.shared.protocol import DEFAULT_ENDPOINT
     except ImportError:
-        return "tcp://127.0.0.1:57361"
-    return os.environ.get("TOUCHUP_ENDPOINT") or DEFAULT_ENDPOINT
+        DEFAULT_ENDPOINT = "tcp://127.0.0.1:57361"  # noqa: N806 - same value, package missing
+    return os.environ.get("TOUCHUP_ENDPOINT") or _installed_config().get("endpoint") or DEFAULT_ENDPOINT
 
 
 def _fail(procedure: Gimp.Procedure, message: str, show: bool = True):
