@@ -389,3 +389,56 @@ def test_tiny_preset_on_the_gpu(tiny):
     engine = tiny_engine("flux-kontext", device="cuda")
     outcome = run_refine(make_job("flux-kontext"), engine)
     assert outcome.meta["memory_policy"] == "gpu" and outcome.meta["peak_vram_gb"] > 0
+
+
+def test_every_preset_through_the_backend_server(tiny, tmp_path):
+    """Each preset as a plugin would run it: hello lists it, a refine request over ZeroMQ comes
+    back as a layer with alpha 0 outside the selection, one progress event per step. The server
+    runs in this process so the tiny-model size patches apply; it is the same ROUTER, queue and
+    worker that ``touchup serve`` runs."""
+    from conftest import free_endpoint
+
+    from touchup.backend.config import Config
+    from touchup.backend.engines.diffusion_tiny import TINY_OPTIONS
+    from touchup.backend.imaging import frame_to_array
+    from touchup.backend.server import Server
+    from touchup.shared.client import Client
+    from touchup.shared.protocol import Kind
+
+    families = sorted({PRESETS[name].family for name in ALL_PRESETS})
+    config = Config(
+        endpoint=free_endpoint(),
+        engine="classic",
+        engines={family: dict(TINY_OPTIONS) for family in families},
+        log_file=str(tmp_path / "backend.log"),
+    )
+    server = Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert server.ready.wait(60)
+        mask = make_mask()
+        ys, xs = np.nonzero(mask)
+        with Client(config.endpoint) as c:
+            offered = {
+                (e["name"], p["name"]) for e in c.hello()["capabilities"]["engines"] for p in e["presets"]
+            }
+            for name in ALL_PRESETS:
+                family = PRESETS[name].family
+                assert (family, name) in offered
+                events = []
+                result = c.refine(*_request(name, family, steps=2), on_event=events.append, timeout=300)
+                layer = frame_to_array(result.frame("result"))
+                assert layer.shape[:2] == (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1), name
+                under = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+                assert (layer[:, :, 3][under == 0] == 0).all(), name
+                steps = [
+                    e.header["step"]
+                    for e in events
+                    if e.kind == Kind.PROGRESS and e.header["stage"] == "refine"
+                ]
+                assert steps == [1, 2], (name, steps)
+                assert result.header["meta"]["preset"] == name
+    finally:
+        server.stop()
+        thread.join(30)
