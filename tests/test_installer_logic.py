@@ -224,7 +224,8 @@ def test_install_writes_plugins_config_and_setting_and_uninstall_restores_tree(h
     assert install(_opts(), say=lines.append) == 0
     assert (pykrita / "touchup_krita.desktop").is_file()
     assert (pykrita / "touchup_krita/lib/touchup/shared/client.py").is_file()
-    assert (home / ".local/share/krita/actions/touchup_krita.action").is_file()
+    assert (pykrita / "touchup_krita/touchup_krita.action").is_file()  # shortcuts, read from there
+    assert not (home / ".local/share/krita/actions/touchup_krita.action").exists()  # no duplicate
     script = home / ".config/GIMP/3.0/plug-ins/touchup-refine/touchup-refine.py"
     assert script.stat().st_mode & 0o111, "GIMP ignores a plug-in that is not executable"
     assert (script.parent / "lib/touchup/shared/protocol.py").is_file()
