@@ -523,6 +523,44 @@ def cancel_running_job():
 
 
 @check
+def ui_never_blocks_during_a_job():
+    """Submitting returns at once and Qt's event loop keeps ticking while a job runs: the plugin
+    never waits on the socket in the UI thread."""
+    from touchup_krita import refine
+    from touchup_krita.api import result_of
+    from touchup_krita.controller import wait_for
+
+    QtCore = qt()
+    use_endpoint(CFG["slow_endpoint"])
+    doc = make_doc(160, 120, "U8")
+    select_rect(doc, 40, 30, 60, 50)
+    ticks: list[float] = []
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(10)
+    t0 = time.monotonic()
+    job = refine(doc, engine="identity", steps=8, wait=False)
+    submit_s = time.monotonic() - t0
+    steps_seen = set()
+    assert pump_until(
+        lambda: steps_seen.add(job.step) or job.state in ("ready", "done", "failed", "cancelled"), 60
+    ), job.state
+    timer.stop()
+    wait_for(job, 30)
+    result_of(job)
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert submit_s < 0.25, f"submitting took {submit_s:.2f} s"
+    assert len(steps_seen - {0}) >= 3, f"progress did not reach the UI live: {sorted(steps_seen)}"
+    assert gaps and max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f} s"
+    close(doc)
+    return {
+        "submit_ms": round(submit_s * 1000, 1),
+        "max_gap_ms": round(max(gaps) * 1000, 1),
+        "ticks": len(ticks),
+    }
+
+
+@check
 def backend_vanishes_mid_job():
     """Killing the backend mid-job: an error in the docker, the UI reset, Krita unaffected."""
     from touchup_krita import RefineError, refine

@@ -32,6 +32,7 @@ CHECKS = [
     "clear_messages_for_bad_documents",
     "docker_widgets",
     "cancel_running_job",
+    "ui_never_blocks_during_a_job",
     "backend_vanishes_mid_job",
     "backend_not_running",
     "start_backend_button",
