@@ -175,8 +175,11 @@ class Worker(threading.Thread):
         layer = layer[y0:y1, x0:x1]
         ox, oy = job.origin
         meta = dict(outcome.meta)
+        # Each focus region's details, plus where it lies in the document (what a user can see).
+        details = outcome.meta.get("regions") or [{} for _ in outcome.regions]
         meta["regions"] = [
-            [r.x + ox, r.y + oy, r.width, r.height] if hasattr(r, "x") else r for r in outcome.regions
+            {**info, "doc_rect": [r.x + ox, r.y + oy, r.width, r.height]}
+            for info, r in zip(details, outcome.regions, strict=True)
         ]
         meta["timings"] = {k: round(v, 4) for k, v in outcome.timings.items()}
         meta["engine"] = job.engine

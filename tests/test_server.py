@@ -95,6 +95,11 @@ def test_refine_returns_layer_tile_with_zero_alpha_outside(backend):
     assert layer.dtype == np.uint8
     assert (layer[:, :, 3] > 0).all()
     assert result.header["meta"]["engine"] == "identity"
+    # The focus region, in document coordinates, covers the selection plus context.
+    (region,) = result.header["meta"]["regions"]
+    x, y, w, h = region["doc_rect"]
+    assert x <= 120 and y <= 66 and x + w >= 150 and y + h >= 90
+    assert region["scale"] > 1  # a small selection is upsampled for the engine
 
 
 def test_result_keeps_source_dtype_and_byte_order(backend):
