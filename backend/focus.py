@@ -19,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ..shared.geometry import Rect
 from .engines.base import WorkingSize
+from .imaging import rgb_float
 
 #: Above this many islands (a speckled soft mask) neighbours are pre-grouped with one dilation
 #: so that the pairwise box merge stays cheap.
@@ -254,30 +255,6 @@ def crop(image: np.ndarray, rect: Rect) -> np.ndarray:
     return image[rect.y : rect.y1, rect.x : rect.x1]
 
 
-def colour_float(image: np.ndarray) -> np.ndarray:
-    """The colour of ``image`` (``HxWxC``, C = 1, 3 or 4) as a new float32 RGB array.
-
-    Integer samples map to [0, 1]; float samples keep their values (HDR may exceed [0, 1]).
-    Grey is replicated to RGB. The result never shares memory with ``image``.
-    """
-    channels = image.shape[2]
-    if channels == 1:
-        rgb = np.repeat(image, 3, axis=2)
-    elif channels == 4 and image.dtype != np.float16:  # OpenCV has no half-float colour conversion
-        rgb = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
-    else:
-        rgb = image[:, :, :3]
-    if image.dtype == np.uint8:
-        out = rgb.astype(np.float32)
-        out *= np.float32(1 / 255)
-    elif image.dtype == np.uint16:
-        out = rgb.astype(np.float32)
-        out *= np.float32(1 / 65535)
-    else:
-        out = rgb.astype(np.float32)  # always a copy: engines may work in place
-    return out
-
-
 def focus_crop(image: np.ndarray, mask: np.ndarray, region: FocusRegion) -> tuple[np.ndarray, np.ndarray]:
     """The engine's inputs for ``region``: float32 RGB crop and float32 mask at the working size.
 
@@ -291,9 +268,9 @@ def focus_crop(image: np.ndarray, mask: np.ndarray, region: FocusRegion) -> tupl
     if image.dtype.kind == "u" and rw % ww == 0 and rh % wh == 0 and (rw, rh) != (ww, wh):
         # Shrinking by a whole factor: averaging integer samples first is several times
         # faster than converting the big crop to float (and as exact as the samples).
-        img = colour_float(resize(part, ww, wh))
+        img = rgb_float(resize(part, ww, wh))
     else:
-        img = resize(colour_float(part), ww, wh)
+        img = resize(rgb_float(part), ww, wh)
     msk = resize(crop(mask, region.rect), ww, wh, smooth=True)
     # Clip a fresh resize in place, but copy an unresized crop: the tile's mask is never aliased.
     return img, np.clip(msk, 0.0, 1.0, out=msk if (ww, wh) != (rw, rh) else None)

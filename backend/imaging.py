@@ -85,11 +85,26 @@ def mask_to_float(arr: np.ndarray) -> np.ndarray:
     return np.clip(to_float(arr), 0.0, 1.0)
 
 
-def rgb_float(arr: np.ndarray) -> np.ndarray:
-    """The colour channels of an image as float32 RGB in [0, 1] (grey is replicated)."""
-    f = to_float(arr)
-    if f.ndim == 2:
-        f = f[:, :, None]
-    if f.shape[2] == 1:
-        return np.repeat(f, 3, axis=2)
-    return np.ascontiguousarray(f[:, :, :3])
+def rgb_float(image: np.ndarray) -> np.ndarray:
+    """The colour of ``image`` (``HxW`` or ``HxWxC``, C = 1, 3 or 4) as a new float32 RGB array.
+
+    Integer samples map to [0, 1]; float samples keep their values (HDR may exceed [0, 1]).
+    Grey is replicated to RGB. The result never shares memory with ``image``, so engines may
+    work in place. Converts only the colour channels, with OpenCV where it can (it is on the
+    path of every focus crop).
+    """
+    if image.ndim == 2:
+        image = image[:, :, None]
+    channels = image.shape[2]
+    if channels == 1:
+        rgb = np.repeat(image, 3, axis=2)
+    elif channels == 4 and image.dtype != np.float16:  # OpenCV has no half-float colour conversion
+        rgb = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    else:
+        rgb = image[:, :, :3]
+    out = rgb.astype(np.float32)  # always a copy
+    if image.dtype == np.uint8:
+        out *= np.float32(1 / 255)
+    elif image.dtype == np.uint16:
+        out *= np.float32(1 / 65535)
+    return out

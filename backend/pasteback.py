@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from ..shared.geometry import Rect
-from .focus import colour_float, crop
+from .focus import crop
+from .imaging import rgb_float
 
 #: Long side, in cells, of the grid the drift is estimated on: drift is low-frequency by nature,
 #: and a coarse grid makes the estimate cheap and ignores the engine's legitimate fine changes.
@@ -217,7 +218,7 @@ def blend_region(
     else:
         # mixed = src + alpha * (refined - src) in float, with OpenCV (numpy's broadcasting
         # over the channel axis is several times slower).
-        src_colour = colour_float(src)
+        src_colour = rgb_float(src)
         if channels == 1:
             src_colour = np.ascontiguousarray(src_colour[:, :, :1])
         alpha_c = alpha[:, :, None] if channels == 1 else cv2.merge([alpha, alpha, alpha])

@@ -141,7 +141,7 @@ def run_refine(
 
     t0 = time.perf_counter()
     regions = plan_regions(mask, margin, preset.working)
-    references = [rgb_float(r[:, :, :3] if r.ndim == 3 and r.shape[2] == 4 else r) for r in job.references]
+    references = [rgb_float(r) for r in job.references]
     layer = new_layer(source)
     composite = source.copy()
     timings["crop"] += time.perf_counter() - t0

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from touchup.backend.engines.base import WorkingSize
 from touchup.backend.focus import (
-    colour_float,
     find_islands,
     focus_crop,
     merge_islands,
@@ -21,6 +20,7 @@ from touchup.backend.focus import (
     resize_part,
     working_size,
 )
+from touchup.backend.imaging import rgb_float
 from touchup.shared.geometry import Rect
 
 
@@ -163,7 +163,7 @@ def test_extreme_aspect_is_stretched_within_limits():
 def test_colour_float_converts_every_sample_type(dtype, top, channels):
     image = np.zeros((3, 4, channels), dtype)
     image[..., 0] = top if np.dtype(dtype).kind == "u" else 2.5  # HDR floats stay as they are
-    out = colour_float(image)
+    out = rgb_float(image)
     assert out.dtype == np.float32 and out.shape == (3, 4, 3)
     want = 1.0 if np.dtype(dtype).kind == "u" else 2.5
     assert out[0, 0, 0] == pytest.approx(want)
