@@ -178,3 +178,59 @@ def test_bundled_example_through_cli_and_backend(backend, tmp_path, reference, m
     gain = region_psnr(after, clean, mask) - region_psnr(before, clean, mask)
     print(f"example {reference}: region PSNR gain {gain:+.2f} dB")
     assert gain >= min_gain
+
+
+def test_serve_flags_override_config_and_engine_options(tmp_path):
+    """Every setting can come from a flag; engine options too (ENGINE.KEY=VALUE)."""
+    import time
+
+    from touchup.backend.commands.serve import parse_engine_option
+    from touchup.shared.client import Client
+
+    assert parse_engine_option("qwen-edit.memory_policy=model_offload") == (
+        "qwen-edit",
+        "memory_policy",
+        "model_offload",
+    )
+    assert parse_engine_option("identity.delay=0.5") == ("identity", "delay", 0.5)
+    with pytest.raises(ValueError, match="ENGINE.KEY=VALUE"):
+        parse_engine_option("delay=0.5")
+
+    endpoint = free_endpoint()
+    config = tmp_path / "config.toml"
+    config.write_text(f'max_side = 9000\nlog_file = "{tmp_path / "b.log"}"\n')
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "touchup.backend",
+            "serve",
+            "--endpoint",
+            endpoint,
+            "--config",
+            str(config),
+            "--max-side",
+            "512",
+            "--max-references",
+            "2",
+            "--engine-option",
+            "identity.delay=0.01",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with Client(endpoint) as c:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    limits = c.hello(timeout=1)["capabilities"]["limits"]
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            assert limits["max_side"] == 512 and limits["max_references"] == 2
+            c.shutdown()
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

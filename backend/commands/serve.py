@@ -17,11 +17,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--log-file", help="rotating log file (default: the user log dir's backend.log)")
     p.add_argument("--max-pixels", type=int, help="largest tile accepted, in pixels")
+    p.add_argument("--max-side", type=int, help="longest image side accepted, in pixels")
+    p.add_argument("--max-references", type=int, help="most reference images per job")
     p.add_argument("--max-queue", type=int, help="most jobs waiting at once")
     p.add_argument(
         "--idle-unload", type=float, dest="idle_unload_s", help="unload a model after this many idle seconds"
     )
     p.add_argument("--models-dir", help="folder searched for model weights before the Hugging Face cache")
+    p.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="ENGINE.KEY=VALUE",
+        help="an engine option, as in the config's [engines.ENGINE] table (repeatable), e.g. qwen-edit.memory_policy=model_offload",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,11 +48,16 @@ def run(args: argparse.Namespace) -> int:
                 "log_level": args.log_level,
                 "log_file": args.log_file,
                 "max_pixels": args.max_pixels,
+                "max_side": args.max_side,
+                "max_references": args.max_references,
                 "max_queue": args.max_queue,
                 "idle_unload_s": args.idle_unload_s,
                 "models_dir": args.models_dir,
             },
         )
+        for option in args.engine_option:
+            engine, key, value = parse_engine_option(option)
+            config.engines.setdefault(engine, {})[key] = value
     except (OSError, ValueError) as exc:
         print(f"touchup serve: {exc}", file=sys.stderr)
         return 2
@@ -56,3 +70,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"touchup serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def parse_engine_option(text: str) -> tuple[str, str, object]:
+    """``ENGINE.KEY=VALUE`` with VALUE read as a TOML value (``8``, ``true``, ``"x"``), else text."""
+    from ..config import tomllib
+
+    name, sep, raw = text.partition("=")
+    engine, dot, key = name.strip().partition(".")
+    if not sep or not dot or not engine or not key:
+        raise ValueError(f"--engine-option wants ENGINE.KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return engine, key.strip(), value
