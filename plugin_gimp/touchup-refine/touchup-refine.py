@@ -53,22 +53,35 @@ def _import_touchup():
 
 def _installed_config() -> dict:
     """``config.json`` written beside this script by ``touchup install`` (endpoint, backend command)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.json")
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(os.path.join(_HERE, "config.json"), encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _default_endpoint() -> str:
-    """TOUCHUP_ENDPOINT, else the endpoint the installer configured, else the protocol's default."""
+def _protocol_defaults() -> tuple[str, dict]:
+    """(default endpoint, default refine params) of the protocol, so the dialog starts from the
+    same values as Krita's docker and the backend.
+
+    The procedure must register even when the installation is incomplete (pyzmq or msgpack
+    missing), so that running it can say what is missing. GIMP keeps that registration until
+    this script changes, so the fallback repeats the protocol's values.
+    """
     try:
+        from touchup.shared.client import DEFAULT_PARAMS
         from touchup.shared.protocol import DEFAULT_ENDPOINT
     except ImportError:
-        DEFAULT_ENDPOINT = "tcp://127.0.0.1:57361"  # noqa: N806 - same value, package missing
-    return os.environ.get("TOUCHUP_ENDPOINT") or _installed_config().get("endpoint") or DEFAULT_ENDPOINT
+        return "tcp://127.0.0.1:57361", {"strength": 1.0, "seed": 0, "context": 64, "feather": 8}
+    return DEFAULT_ENDPOINT, DEFAULT_PARAMS
+
+
+def _default_endpoint() -> str:
+    """TOUCHUP_ENDPOINT, else the endpoint the installer configured, else the protocol's default."""
+    return (
+        os.environ.get("TOUCHUP_ENDPOINT") or _installed_config().get("endpoint") or _protocol_defaults()[0]
+    )
 
 
 def _fail(procedure: Gimp.Procedure, message: str, show: bool = True):
@@ -117,6 +130,7 @@ class TouchupRefine(Gimp.PlugIn):
         procedure.set_attribution("Touchup contributors", "Touchup contributors", "2025")
 
         rw = GObject.ParamFlags.READWRITE
+        defaults = _protocol_defaults()[1]
         procedure.add_string_argument(
             "instruction", "_Instruction", "What the region should become (engines with prompts only)", "", rw
         )
@@ -135,13 +149,19 @@ class TouchupRefine(Gimp.PlugIn):
             rw,
         )
         procedure.add_double_argument(
-            "strength", "Stren_gth", "How far to move from the original", 0.0, 1.0, 1.0, rw
+            "strength",
+            "Stren_gth",
+            "How far to move from the original",
+            0.0,
+            1.0,
+            float(defaults["strength"]),
+            rw,
         )
         procedure.add_int_argument(
             "steps", "S_teps", "Sampling steps (0: the engine's default)", 0, 500, 0, rw
         )
         procedure.add_int_argument(
-            "seed", "S_eed", "Random seed, for repeatable results", 0, 2**31 - 1, 0, rw
+            "seed", "S_eed", "Random seed, for repeatable results", 0, 2**31 - 1, int(defaults["seed"]), rw
         )
         procedure.add_int_argument(
             "context",
@@ -149,11 +169,17 @@ class TouchupRefine(Gimp.PlugIn):
             "Surrounding pixels sent with the selection (at 1 megapixel)",
             0,
             1024,
-            64,
+            int(defaults["context"]),
             rw,
         )
         procedure.add_int_argument(
-            "feather", "_Feather", "Width of the blend at the selection edge, px", 0, 256, 8, rw
+            "feather",
+            "_Feather",
+            "Width of the blend at the selection edge, px",
+            0,
+            256,
+            int(defaults["feather"]),
+            rw,
         )
         sources = Gimp.Choice.new()
         for i, (nick, label) in enumerate(SOURCES):

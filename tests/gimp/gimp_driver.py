@@ -129,8 +129,17 @@ def call(image, drawable, reference, args, run_mode=Gimp.RunMode.NONINTERACTIVE)
     return status, message
 
 
+def registered_defaults(case):
+    """The default value of each named argument, as a new call of the procedure starts with."""
+    cfg = Gimp.get_pdb().lookup_procedure(PROC).create_config()
+    defaults = {k: cfg.get_property(k) for k in case["defaults_of"]}
+    return {"name": case["name"], "status": "success", "defaults": defaults}
+
+
 def run_case(case, workdir):
     name = case["name"]
+    if "defaults_of" in case:
+        return registered_defaults(case)
     image, background, reference = build(case, workdir)
     out = {"name": name}
     try:

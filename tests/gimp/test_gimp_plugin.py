@@ -101,6 +101,7 @@ def batch(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFacto
                 "args": {"endpoint": backend, "instruction": f"restore the stripes {dtype}", "context": 64},
             }
         )
+    cases.append({"name": "defaults", "defaults_of": ["strength", "seed", "context", "feather"]})
     cases.append(
         {
             **cases[0],
@@ -206,6 +207,14 @@ def test_refine_linear_float_stays_float(batch: dict[str, Any]) -> None:
     rgb = arrays["result"][..., :3][arrays["result"][..., 3] > 0]
     # Linear float pixels travel as float: no 8- or 16-bit quantisation steps.
     assert (np.abs(rgb * 65535 - np.round(rgb * 65535)) > 1e-3).mean() > 0.5
+
+
+def test_dialog_defaults_are_the_protocol_defaults(batch: dict[str, Any]) -> None:
+    """GIMP's dialog starts from the values Krita's docker and the backend use."""
+    from touchup.shared.client import DEFAULT_PARAMS
+
+    defaults = batch["results"]["defaults"]["defaults"]
+    assert defaults == {k: DEFAULT_PARAMS[k] for k in defaults}
 
 
 def test_backend_down_fails_cleanly_with_instructions(batch: dict[str, Any]) -> None:
