@@ -27,9 +27,12 @@ PRECISIONS = {
 
 
 def fmt(dtype, channels):
-    """Integer test images are gamma-encoded, float ones linear (as GIMP creates them)."""
-    model = "RGB" if dtype == "float" else "R'G'B'"
-    return f"{model}{'A' if channels == 4 else ''} {dtype}"
+    """Integer test images are gamma-encoded, float ones linear (as GIMP creates them);
+    1 channel is grey, 3 RGB, 4 RGBA."""
+    model = {1: "Y", 3: "RGB", 4: "RGBA"}[channels]
+    if dtype != "float":
+        model = model.replace("Y", "Y'").replace("RGB", "R'G'B'")
+    return f"{model} {dtype}"
 
 
 def put(drawable, path, dtype, channels):
@@ -61,18 +64,21 @@ def stack(image):
 
 
 def build(case, workdir):
-    """The case's image: a background layer, maybe a hidden reference layer, a soft selection."""
+    """The case's image: a background layer, maybe a hidden reference layer, a soft selection.
+    ``gray``: a grayscale image (raw inputs then hold one channel)."""
     w, h, dtype = case["width"], case["height"], case["dtype"]
+    gray = bool(case.get("gray"))
+    channels = 1 if gray else 3
+    layer_type = Gimp.ImageType.GRAY_IMAGE if gray else Gimp.ImageType.RGB_IMAGE
     if "input_png" in case:
         image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(case["input_png"]))
         background = image.get_layers()[0]
     else:
-        image = Gimp.Image.new_with_precision(w, h, Gimp.ImageBaseType.RGB, PRECISIONS[dtype])
-        background = Gimp.Layer.new(
-            image, "Background", w, h, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL
-        )
+        base = Gimp.ImageBaseType.GRAY if gray else Gimp.ImageBaseType.RGB
+        image = Gimp.Image.new_with_precision(w, h, base, PRECISIONS[dtype])
+        background = Gimp.Layer.new(image, "Background", w, h, layer_type, 100.0, Gimp.LayerMode.NORMAL)
         image.insert_layer(background, None, 0)
-        put(background, os.path.join(workdir, case["input_raw"]), dtype, 3)
+        put(background, os.path.join(workdir, case["input_raw"]), dtype, channels)
     reference = None
     if case.get("reference_png"):
         reference = Gimp.file_load_layer(
@@ -83,11 +89,9 @@ def build(case, workdir):
         reference.set_visible(False)
     elif case.get("reference_raw"):
         rw, rh = case["reference_size"]
-        reference = Gimp.Layer.new(
-            image, "Reference", rw, rh, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL
-        )
+        reference = Gimp.Layer.new(image, "Reference", rw, rh, layer_type, 100.0, Gimp.LayerMode.NORMAL)
         image.insert_layer(reference, None, 0)
-        put(reference, os.path.join(workdir, case["reference_raw"]), dtype, 3)
+        put(reference, os.path.join(workdir, case["reference_raw"]), dtype, channels)
         reference.set_visible(False)
     sel = case["selection"]
     if sel.get("none"):
@@ -170,6 +174,7 @@ def run_case(case, workdir):
                 "offsets": [x, y],
                 "size": [layer.get_width(), layer.get_height()],
                 "index": image.get_item_position(layer),
+                "gray": layer.is_gray(),
                 "active_index": image.get_item_position(background),
             }
             dump(layer, os.path.join(workdir, f"{name}.result.raw"), dtype)

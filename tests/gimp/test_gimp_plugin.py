@@ -43,7 +43,8 @@ def damaged(clean: np.ndarray) -> np.ndarray:
     x, y, w, h = SELECTION
     disc = np.zeros((H, W), np.float32)
     cv2.ellipse(disc, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, 1.0, -1)
-    disc = disc[:, :, None]
+    if clean.ndim == 3:
+        disc = disc[:, :, None]
     return clean * (1 - disc) + blurred * disc
 
 
@@ -101,6 +102,18 @@ def batch(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFacto
                 "args": {"endpoint": backend, "instruction": f"restore the stripes {dtype}", "context": 64},
             }
         )
+    gray_clean = clean.mean(axis=2)
+    gray_ref = cv2.resize(gray_clean[20:100, 40:120], (100, 100), interpolation=cv2.INTER_CUBIC)
+    cases.append(
+        {
+            **cases[0],
+            "name": "refine_gray",
+            "gray": True,
+            "input_raw": raw(host, "input_gray.raw", to_dtype(damaged(gray_clean), "u8")),
+            "reference_raw": raw(host, "reference_gray.raw", to_dtype(gray_ref, "u8")),
+            "args": {"endpoint": backend, "instruction": "restore the stripes gray", "context": 64},
+        }
+    )
     cases.append({"name": "defaults", "defaults_of": ["strength", "seed", "context", "feather"]})
     cases.append(
         {
@@ -207,6 +220,11 @@ def test_refine_linear_float_stays_float(batch: dict[str, Any]) -> None:
     rgb = arrays["result"][..., :3][arrays["result"][..., 3] > 0]
     # Linear float pixels travel as float: no 8- or 16-bit quantisation steps.
     assert (np.abs(rgb * 65535 - np.round(rgb * 65535)) > 1e-3).mean() > 0.5
+
+
+def test_grayscale_image_gets_a_grayscale_layer(batch: dict[str, Any]) -> None:
+    _check_refined(batch, "refine_gray", "restore the stripes gray")
+    assert batch["results"]["refine_gray"]["layer"]["gray"], "the result layer is not grayscale"
 
 
 def test_dialog_defaults_are_the_protocol_defaults(batch: dict[str, Any]) -> None:
