@@ -112,6 +112,19 @@ class GimpChroot:
             raise AssertionError(f"GIMP wrote no results (exit {proc.returncode}):\n{output[-6000:]}")
         return json.loads(results_file.read_text()), output
 
+    def plugin_pids(self) -> list[int]:
+        """Processes running this session's installed plug-in (the chroot shares the host's PIDs)."""
+        script = str(self.profile / "plug-ins" / PLUGIN.name / f"{PLUGIN.name}.py")
+        pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:  # not a process, or it just ended
+                continue
+            if proc.name.isdigit() and script.encode() in argv:
+                pids.append(int(proc.name))
+        return pids
+
     def cleanup(self) -> None:
         """Remove the session's folder (kept with TOUCHUP_KEEP_GIMP_FILES=1, to look at the pixels)."""
         if os.environ.get("TOUCHUP_KEEP_GIMP_FILES") != "1":

@@ -7,6 +7,10 @@ the selection, the untouched original layer, and the message when the backend is
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ import numpy as np
 import pytest
 from gimp_harness import GimpChroot, open_gimp
 
+from touchup.shared.client import Client, refine_request
+from touchup.shared.frames import Frame, FrameDesc
 from touchup.shared.geometry import Rect, context_tile
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
@@ -263,3 +269,70 @@ def test_bundled_example_end_to_end(batch: dict[str, Any]) -> None:
     after = arrays["after"][..., :3]
     gain = region_psnr(after, clean, mask) - region_psnr(before, clean, mask)
     assert gain > 1.0, f"the refined patch is only {gain:.2f} dB closer to the clean photo"
+
+
+def _cancel_like_gimp(gimp: GimpChroot, endpoint: str, seen: dict[str, Any]) -> None:
+    """Cancel the plug-in's progress the way GIMP does: once the backend reports the job running,
+    SIGKILL the plug-in process (GIMP's progress-cancel handler closes the plug-in with kill_it;
+    there is no PDB call that cancels another plug-in's progress). Then time how long the backend
+    keeps running the orphaned job."""
+    deadline = time.monotonic() + 120
+    with Client(endpoint) as client:
+        while time.monotonic() < deadline:
+            running = client.status()["queue"]["running"]
+            if running and running["step"] >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            seen["error"] = "the job never ran"
+            return
+        seen["killed"] = gimp.plugin_pids()
+        for pid in seen["killed"]:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while client.status()["queue"]["running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["job_stopped_after_s"] = time.monotonic() - killed_at
+
+
+def test_cancelled_progress_leaves_the_image_and_stops_the_backend_job(
+    gimp: GimpChroot, backend_factory: Any
+) -> None:
+    slow = backend_factory(engine="classic", engines={"identity": {"delay": 0.2}})
+    host, _ = gimp.case_dir("cancel")
+    case = {
+        "name": "cancel",
+        "dtype": "u8",
+        "width": W,
+        "height": H,
+        "input_raw": raw(host, "input.raw", to_dtype(damaged(textured(2)), "u8")),
+        "selection": {"ellipse": list(SELECTION)},
+        # 60 steps of 0.2 s: the job would run for 12 s if nothing cancelled it.
+        "args": {"endpoint": slow.endpoint, "preset": "identity", "steps": 60},
+    }
+    seen: dict[str, Any] = {}
+    killer = threading.Thread(target=_cancel_like_gimp, args=(gimp, slow.endpoint, seen), daemon=True)
+    killer.start()
+    [r], _output = gimp.run("cancel", {"cases": [case]})
+    killer.join(30)
+    assert "error" not in seen, seen
+    assert len(seen["killed"]) == 1, seen
+
+    # GIMP reports the call as not successful; the image is exactly as it was.
+    assert r["status"] != "success", r
+    assert r["stack_after"] == r["stack_before"] and "layer" not in r
+    before = load(host, "cancel.before.raw", (W, H), 4, "u8")
+    after = load(host, "cancel.after.raw", (W, H), 4, "u8")
+    assert np.array_equal(after, before)
+
+    # The backend dropped the job at its next progress message instead of finishing it...
+    assert seen["job_stopped_after_s"] < 2.0, seen
+    assert "cancelled" in slow.log()
+    # ... and serves the next job at once.
+    src = Frame(FrameDesc(32, 32, 4, "u8", "RGBA", "source"), bytes(32 * 32 * 4))
+    mask = Frame(FrameDesc(32, 32, 1, "u8", "RGBA", "mask"), b"\xff" * (32 * 32))
+    header, frames = refine_request(src, mask, (0, 0), (32, 32), engine="identity", params={"steps": 2})
+    t0 = time.monotonic()
+    with Client(slow.endpoint) as client:
+        assert client.refine(header, frames, timeout=30).kind == "result"
+    assert time.monotonic() - t0 < 3.0
