@@ -53,6 +53,26 @@ def _align_labels(dialog, row: Gtk.Widget, labelled: list[str]) -> None:
     dialog._touchup_labels = labels  # keep the size group alive as long as the dialog
 
 
+def _show_reference_thumbnail(dialog) -> None:
+    """Make the reference chooser show the layer it holds.
+
+    GIMP 3.0's drawable chooser draws its thumbnail only when a drawable is set, which for a
+    reference passed in happens before the button has a size: the button then shows a blank
+    preview beside its fixed "Browse..." text, as if nothing were chosen. Setting the same
+    drawable again once the chooser is laid out draws it.
+    """
+    chooser = dialog.get_widget("reference", GObject.TYPE_NONE)
+    if not isinstance(chooser, GimpUi.DrawableChooser):
+        return
+
+    def redraw(widget, _allocation) -> None:
+        drawable = widget.get_drawable()
+        if drawable is not None:
+            widget.set_drawable(drawable)
+
+    chooser.connect("size-allocate", redraw)
+
+
 def run_dialog(procedure, config, transport) -> bool:
     """Show the dialog; True when the user pressed OK (the config then holds their values)."""
     GimpUi.init("touchup-refine")
@@ -73,6 +93,7 @@ def run_dialog(procedure, config, transport) -> bool:
     dialog.fill_box("touchup-bottom", FIELDS_AFTER)
     dialog.fill(["touchup-top", "touchup-bottom"])
     _align_labels(dialog, row, FIELDS_BEFORE + FIELDS_AFTER)
+    _show_reference_thumbnail(dialog)
     try:
         return bool(dialog.run())
     finally:

@@ -62,6 +62,10 @@ def test_dialog_ok_undo_and_repeat(gimp: GimpChroot, backend: str, tmp_path: Pat
     dialog = screen[g["Y"] : g["Y"] + g["HEIGHT"], g["X"] : g["X"] + g["WIDTH"]]
     assert dialog.shape[0] > 200 and dialog.shape[1] > 250
     assert float(dialog.std()) > 10.0
+    # The reference chooser shows the chosen layer's thumbnail: the colourful test image is
+    # the only saturated thing in GIMP's grey dialog.
+    chroma = dialog.max(axis=2).astype(int) - dialog.min(axis=2)
+    assert (chroma > 60).sum() > 400, "the reference chooser shows no thumbnail"
     out_dir = Path(os.environ.get("TOUCHUP_SCREENSHOT_DIR") or tmp_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(dialog)).save(out_dir / "gimp-dialog.png", optimize=True)
