@@ -91,6 +91,15 @@ def _fail(procedure: Gimp.Procedure, message: str, show: bool = True):
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(message))
 
 
+def _restore_reference(image: Gimp.Image, config) -> None:
+    """The last run's reference layer (by name) when none is given, for Repeat and Re-Show."""
+    name = config.get_property("reference-name")
+    if config.get_property("reference") is None and name:
+        layer = image.get_layer_by_name(name)
+        if layer is not None:
+            config.set_property("reference", layer)
+
+
 def _layer_name(instruction: str, reference: Gimp.Drawable | None) -> str:
     text = " ".join(instruction.split())
     if not text and reference is not None:
@@ -140,6 +149,11 @@ class TouchupRefine(Gimp.PlugIn):
             "A layer showing the region as it should look (optional)",
             True,
             rw,
+        )
+        # GIMP cannot keep a drawable among a procedure's last values, so Repeat and the dialog
+        # shown again would forget the reference; its name is kept instead (unique per image).
+        procedure.add_string_aux_argument(
+            "reference-name", "Reference layer name", "The last run's reference layer", "", rw
         )
         procedure.add_string_argument(
             "preset",
@@ -217,6 +231,8 @@ class TouchupRefine(Gimp.PlugIn):
                 procedure, "Touchup works on RGB and grayscale images; convert this indexed image first."
             )
 
+        if run_mode != Gimp.RunMode.NONINTERACTIVE:
+            _restore_reference(image, config)
         if interactive:
             import touchup_dialog
 
@@ -226,6 +242,7 @@ class TouchupRefine(Gimp.PlugIn):
         endpoint = (config.get_property("endpoint") or "").strip() or _default_endpoint()
         instruction = config.get_property("instruction") or ""
         reference = config.get_property("reference")
+        config.set_property("reference-name", reference.get_name() if reference is not None else "")
         source = config.get_property("source")
         engine, preset = transport.split_preset(config.get_property("preset") or "")
         params = {

@@ -14,12 +14,16 @@ import os
 import shutil
 import struct
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import zmq
+
+from touchup.shared.protocol import Kind, decode
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "plugin_gimp" / "touchup-refine"
@@ -139,6 +143,53 @@ def open_gimp() -> GimpChroot:
     if os.geteuid() != 0:
         skip_or_fail("the GIMP tests need root to enter the GIMP 3 chroot")
     return GimpChroot(root)
+
+
+class RecordingProxy:
+    """Stands between the plug-in and the backend, forwarding every message both ways and
+    keeping each request's header, so a test sees what the plug-in really sent.
+
+    One DEALER per plug-in connection keeps the replies routed to the right peer.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self._context = zmq.Context()
+        self._front = self._context.socket(zmq.ROUTER)
+        self.endpoint = f"tcp://127.0.0.1:{self._front.bind_to_random_port('tcp://127.0.0.1')}"
+        self._backend = backend
+        self.requests: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._forward, daemon=True)
+        self._thread.start()
+
+    def _forward(self) -> None:
+        links: dict[bytes, zmq.Socket] = {}
+        poller = zmq.Poller()
+        poller.register(self._front, zmq.POLLIN)
+        while not self._stop.is_set():
+            for sock, _event in poller.poll(100):
+                if sock is self._front:
+                    peer, *parts = self._front.recv_multipart()
+                    if peer not in links:
+                        links[peer] = self._context.socket(zmq.DEALER)
+                        links[peer].connect(self._backend)
+                        poller.register(links[peer], zmq.POLLIN)
+                    self.requests.append(decode(parts).header)
+                    links[peer].send_multipart(parts)
+                else:
+                    peer = next(p for p, link in links.items() if link is sock)
+                    self._front.send_multipart([peer, *sock.recv_multipart()])
+        for link in links.values():
+            link.close(0)
+        self._front.close(0)
+
+    def refines(self) -> list[dict[str, Any]]:
+        return [h for h in self.requests if h.get("kind") == Kind.REFINE]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._context.term()
 
 
 def read_xwd(path: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gimp_harness import DIALOG_DRIVER, GimpChroot, open_gimp, read_xwd
+from gimp_harness import DIALOG_DRIVER, GimpChroot, RecordingProxy, open_gimp, read_xwd
 from PIL import Image
 from test_gimp_plugin import SELECTION, H, W, damaged, textured, to_dtype
 
@@ -29,14 +29,22 @@ def gimp() -> GimpChroot:
 def test_dialog_ok_undo_and_repeat(gimp: GimpChroot, backend: str, tmp_path: Path) -> None:
     host, _ = gimp.case_dir("dialog")
     (host / "input.raw").write_bytes(to_dtype(damaged(textured(1)), "u8").tobytes())
+    proxy = RecordingProxy(backend)
     spec = {
         "width": W,
         "height": H,
         "input_raw": "input.raw",
         "ellipse": list(SELECTION),
-        "args": {"endpoint": backend, "instruction": "sharpen the stripes", "preset": "classic/default"},
+        "args": {
+            "endpoint": proxy.endpoint,
+            "instruction": "sharpen the stripes",
+            "preset": "classic/default",
+        },
     }
-    [r], output = gimp.run("dialog", spec, driver=DIALOG_DRIVER, gui=True)
+    try:
+        [r], output = gimp.run("dialog", spec, driver=DIALOG_DRIVER, gui=True)
+    finally:
+        proxy.close()
     assert "error" not in r, r["error"]
     assert "watch_error" not in r, r["watch_error"]
     assert "Traceback" not in output, output[-4000:]
@@ -55,6 +63,14 @@ def test_dialog_ok_undo_and_repeat(gimp: GimpChroot, backend: str, tmp_path: Pat
     # Filters > Repeat (WITH_LAST_VALS) reuses what the dialog stored, without asking.
     assert r["repeat"][0] == "success", r["repeat"]
     assert r["after_repeat"] == r["after_ok"]
+
+    # Both refines sent the reference layer (W x H) given to the dialog, Repeat included:
+    # GIMP keeps no drawable among the last values, the plug-in finds it again by name.
+    refines = proxy.refines()
+    assert len(refines) == 2, refines
+    for header in refines:
+        sizes = [(f["width"], f["height"]) for f in header["frames"] if f["role"] == "reference"]
+        assert sizes == [(W, H)], header["frames"]
 
     # The screenshot shows the dialog (not an empty screen).
     g = {k: int(v) for k, v in r["geometry"].items() if k in ("X", "Y", "WIDTH", "HEIGHT")}
