@@ -11,74 +11,23 @@ must then leave the profile exactly as it was.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from touchup.installer.install import tree_snapshot
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
+from gimp_harness import open_gimp  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 WHEEL_CACHE = REPO / ".cache" / "wheels"
-PROC = "plug-in-touchup-refine-selection"
+DRIVER = REPO / "tests" / "gimp" / "installed_driver.py"
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
-
-BATCH = r"""
-import json, os, sys, traceback
-out = {}
-try:
-    lib = os.path.join(os.environ["GIMP3_DIRECTORY"], "plug-ins", "touchup-refine", "lib")
-    sys.path.insert(0, lib)
-    import zmq, msgpack, touchup.shared
-    out["zmq"], out["msgpack"], out["shared"] = zmq.__file__, msgpack.__file__, touchup.shared.__file__
-    out["python"] = "%d.%d" % sys.version_info[:2]
-    proc = Gimp.get_pdb().lookup_procedure(PROC)
-    out["registered"] = proc is not None
-    if proc is not None:
-        image = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
-        layer = Gimp.Layer.new(image, "photo", 64, 48, Gimp.ImageType.RGBA_IMAGE, 100, Gimp.LayerMode.NORMAL)
-        image.insert_layer(layer, None, 0)
-        buf = layer.get_buffer()
-        buf.set(Gegl.Rectangle.new(0, 0, 64, 48), "R'G'B'A u8", bytes([200, 60, 30, 255]) * (64 * 48))
-        buf.flush()
-        image.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 12, 24, 20)
-        cfg = proc.create_config()
-        cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-        cfg.set_property("image", image)
-        cfg.set_core_object_array("drawables", [layer])
-        cfg.set_property("endpoint", ENDPOINT)
-        res = proc.run(cfg)
-        out["status"] = res.index(0).value_nick
-        out["layers"] = [l.get_name() for l in image.get_layers()]
-        image.delete()
-except Exception:
-    out["error"] = traceback.format_exc()
-with open(OUT, "w") as fh:
-    json.dump(out, fh)
-"""
-
-
-def _chroot() -> Path:
-    return Path(os.environ.get("TOUCHUP_GIMP_CHROOT") or REPO / ".cache" / "gimp" / "trixie")
-
-
-def _require_gimp() -> Path:
-    root = _chroot()
-    reason = None
-    if not (root / "usr/bin/gimp-console-3.0").exists():
-        reason = f"no GIMP 3 chroot at {root} (scripts/setup_gimp.sh)"
-    elif os.geteuid() != 0:
-        reason = "entering the GIMP 3 chroot needs root"
-    if reason:
-        if os.environ.get("TOUCHUP_REQUIRE_EDITORS") == "1":
-            pytest.fail(reason + " and TOUCHUP_REQUIRE_EDITORS=1")
-        pytest.skip(reason)
-    return root
 
 
 def _touchup(*args: str, home: Path) -> subprocess.CompletedProcess:
@@ -92,11 +41,8 @@ def _touchup(*args: str, home: Path) -> subprocess.CompletedProcess:
 def test_install_into_real_gimp_registers_and_runs_then_uninstall_restores(
     tmp_path: Path, backend: str
 ) -> None:
-    root = _require_gimp()
-    inner = Path("/root/touchup-install-tests") / uuid.uuid4().hex[:10]
-    host = root / inner.relative_to("/")
-    profile_inner = inner / "profile"
-    profile = host / "profile"
+    gimp = open_gimp(install=False)
+    profile = gimp.path(gimp.profile)
     (profile / "plug-ins" / "someone-else").mkdir(parents=True)
     (profile / "plug-ins" / "someone-else" / "readme.txt").write_text("not ours\n")
     before = tree_snapshot(profile / "plug-ins")  # GIMP itself writes the rest of the profile
@@ -118,43 +64,14 @@ def test_install_into_real_gimp_registers_and_runs_then_uninstall_restores(
         assert done.returncode == 0, done.stdout + done.stderr
         assert "for Python 3.13" in done.stdout
 
-        out_inner = inner / "result.json"
-        script = (
-            BATCH.replace("PROC", repr(PROC))
-            .replace("ENDPOINT", repr(backend))
-            .replace("OUT", repr(str(out_inner)))
-        )
-        (host / "batch.py").write_text(script)
-        proc = subprocess.run(
-            [
-                "chroot",
-                str(root),
-                "env",
-                "HOME=/root",
-                "LANG=C.UTF-8",
-                f"GIMP3_DIRECTORY={profile_inner}",
-                "gimp-console-3.0",
-                "-i",
-                "--batch-interpreter=python-fu-eval",
-                "-b",
-                f"exec(open({str(inner / 'batch.py')!r}).read())",
-                "--quit",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            stdin=subprocess.DEVNULL,
-        )
-        result_file = host / "result.json"
-        assert result_file.exists(), (proc.stdout + proc.stderr)[-4000:]
-        seen = json.loads(result_file.read_text())
+        [seen], output = gimp.run("installed", {"endpoint": backend}, driver=DRIVER)
         assert "error" not in seen, seen["error"]
-        lib = profile_inner / "plug-ins" / "touchup-refine" / "lib"
+        lib = gimp.profile / "plug-ins" / "touchup-refine" / "lib"
         for key in ("zmq", "msgpack", "shared"):
             assert Path(seen[key]).is_relative_to(lib), (key, seen[key])
         assert seen["python"] == "3.13"
-        assert seen["registered"], (proc.stdout + proc.stderr)[-4000:]
-        assert seen["status"] == "success", (proc.stdout + proc.stderr)[-4000:]
+        assert seen["registered"], output[-4000:]
+        assert seen["status"] == "success", output[-4000:]
         assert len(seen["layers"]) == 2 and seen["layers"][-1] == "photo"
         assert seen["layers"][0].startswith("Touchup")
 
@@ -163,4 +80,4 @@ def test_install_into_real_gimp_registers_and_runs_then_uninstall_restores(
         assert tree_snapshot(profile / "plug-ins") == before
         assert sorted(p.name for p in (profile / "plug-ins").iterdir()) == ["someone-else"]
     finally:
-        subprocess.run(["rm", "-rf", "--one-file-system", str(host)], check=False)
+        gimp.cleanup()

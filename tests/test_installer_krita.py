@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from touchup.installer import inifile
 from touchup.installer.install import tree_snapshot
@@ -85,10 +86,7 @@ Krita.instance().addExtension(Check(Krita.instance()))
 def _require_krita() -> None:
     missing = [t for t in ("krita", "xvfb-run") if shutil.which(t) is None]
     if missing:
-        reason = f"{', '.join(missing)} not installed (scripts/setup_krita.sh)"
-        if os.environ.get("TOUCHUP_REQUIRE_EDITORS") == "1":
-            pytest.fail(reason + " and TOUCHUP_REQUIRE_EDITORS=1")
-        pytest.skip(reason)
+        skip_or_fail(f"{', '.join(missing)} not installed (scripts/setup_krita.sh)")
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_endpoint
+from conftest import free_endpoint, skip_or_fail
 
 from touchup.backend.tray import (
     BUSY,
@@ -119,10 +119,7 @@ def test_supervisor_reports_state_changes_from_its_backend(tmp_path: Path) -> No
 def _need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        reason = f"{', '.join(missing)} not installed (scripts/setup_tray.sh)"
-        if os.environ.get("TOUCHUP_REQUIRE_EDITORS") == "1":
-            pytest.fail(reason + " and TOUCHUP_REQUIRE_EDITORS=1")
-        pytest.skip(reason)
+        skip_or_fail(f"{', '.join(missing)} not installed (scripts/setup_tray.sh)")
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import zmq
+from conftest import skip_or_fail
 
 from touchup.shared.protocol import Kind, decode
 
@@ -35,22 +35,20 @@ def chroot_root() -> Path:
     return Path(os.environ.get("TOUCHUP_GIMP_CHROOT") or REPO / ".cache" / "gimp" / "trixie")
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip when GIMP is absent, except in CI (TOUCHUP_REQUIRE_EDITORS=1) where that is a failure."""
-    if os.environ.get("TOUCHUP_REQUIRE_EDITORS") == "1":
-        pytest.fail(f"{reason} (TOUCHUP_REQUIRE_EDITORS=1)")
-    pytest.skip(reason)
-
-
 class GimpChroot:
-    """One test session's GIMP: a work folder and a profile inside the chroot."""
+    """One test session's GIMP: a work folder and a profile inside the chroot.
 
-    def __init__(self, root: Path) -> None:
+    ``install``: put the plug-in from this checkout into the profile (the installer's tests
+    leave that to ``touchup install``).
+    """
+
+    def __init__(self, root: Path, install: bool = True) -> None:
         self.root = root
         self.inner = Path("/root/touchup-tests") / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.host = root / self.inner.relative_to("/")
         self.profile = self.inner / "profile"
-        self._install()
+        if install:
+            self._install()
 
     def path(self, inner: Path | str) -> Path:
         """Host path of a path inside the chroot."""
@@ -135,14 +133,14 @@ class GimpChroot:
             shutil.rmtree(self.host, ignore_errors=True)
 
 
-def open_gimp() -> GimpChroot:
+def open_gimp(install: bool = True) -> GimpChroot:
     """The session's GIMP, or skip (fail in CI) when the chroot or root rights are missing."""
     root = chroot_root()
     if not (root / "usr" / "bin" / "gimp-console-3.0").exists():
         skip_or_fail(f"no GIMP 3 chroot at {root}; run scripts/setup_gimp.sh")
     if os.geteuid() != 0:
         skip_or_fail("the GIMP tests need root to enter the GIMP 3 chroot")
-    return GimpChroot(root)
+    return GimpChroot(root, install)
 
 
 class RecordingProxy:
