@@ -207,6 +207,17 @@ def assert_layer_equals(layer, frame, origin) -> None:
         )
 
 
+def refusal(call, arg, unexpected: str) -> str:
+    """The message of the :class:`RefineError` that ``call(arg)`` must raise (what the docker shows)."""
+    from touchup_krita import RefineError
+
+    try:
+        call(arg)
+    except RefineError as exc:
+        return str(exc)
+    raise AssertionError(unexpected)
+
+
 def controller():
     from touchup_krita.controller import controller as get
 
@@ -329,9 +340,8 @@ def with_reference_layer():
     also_by_name = refine(doc, reference="Reference")
     assert also_by_name.name() == layer.name()
     outside = assert_outside_unchanged(doc, before, "U8")
-    meta = {}
     close(doc)
-    return {"outside_identical": outside, **meta}
+    return {"outside_identical": outside}
 
 
 @check
@@ -386,7 +396,7 @@ def queued_jobs_land_in_order():
 def result_goes_to_its_document():
     """Switching documents meanwhile: the layer goes to the document the job came from;
     a document closed meanwhile drops the result with a message."""
-    from touchup_krita import RefineError, refine
+    from touchup_krita import refine
     from touchup_krita.api import result_of
     from touchup_krita.controller import wait_for
 
@@ -402,12 +412,7 @@ def result_goes_to_its_document():
     job = refine(b, wait=False)
     close(b)
     wait_for(job, 60)
-    try:
-        result_of(job)
-    except RefineError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("a result for a closed document was inserted somewhere")
+    message = refusal(result_of, job, "a result for a closed document was inserted somewhere")
     assert "closed" in message, message
     assert controller().last_error == message
     close(a)
@@ -417,25 +422,19 @@ def result_goes_to_its_document():
 @check
 def clear_messages_for_bad_documents():
     """No selection, and colour models other than RGBA, get a message naming what to do."""
-    from touchup_krita import RefineError, refine
+    from touchup_krita import refine
 
     use_endpoint(CFG["endpoint"])
     out = {}
     doc = make_doc(80, 60, "U8")
-    try:
-        refine(doc)
-    except RefineError as exc:
-        out["no_selection"] = str(exc)
-    assert "Select the region" in out.get("no_selection", ""), out
+    out["no_selection"] = refusal(refine, doc, "a document without a selection was refined")
+    assert "Select the region" in out["no_selection"], out
     close(doc)
     for model, depth in (("GRAYA", "U8"), ("CMYKA", "U8"), ("LABA", "U16")):
         doc = krita().createDocument(80, 60, "other", model, depth, "", 72.0)
         select_rect(doc, 10, 10, 20, 20)
-        try:
-            refine(doc)
-        except RefineError as exc:
-            out[model] = str(exc)
-        assert "RGB/Alpha" in out.get(model, "") and model in out[model], out
+        out[model] = refusal(refine, doc, f"a {model} document was refined")
+        assert "RGB/Alpha" in out[model] and model in out[model], out
         assert controller().last_error == out[model]
         assert doc.colorModel() == model, "the document was converted"
         close(doc)
@@ -563,7 +562,7 @@ def ui_never_blocks_during_a_job():
 @check
 def backend_vanishes_mid_job():
     """Killing the backend mid-job: an error in the docker, the UI reset, Krita unaffected."""
-    from touchup_krita import RefineError, refine
+    from touchup_krita import refine
     from touchup_krita.api import result_of
     from touchup_krita.controller import wait_for
     from touchup_krita.docker import TouchupDockerWidget
@@ -580,12 +579,7 @@ def backend_vanishes_mid_job():
     t0 = time.monotonic()
     wait_for(job, 40)
     noticed = time.monotonic() - t0
-    try:
-        result_of(job)
-    except RefineError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("a job whose backend died produced a layer")
+    message = refusal(result_of, job, "a job whose backend died produced a layer")
     assert "stopped" in message, message
     assert ctl.last_error == message and not ctl.queue.active()
     assert ctl.backend.state == NOT_RUNNING
@@ -601,19 +595,14 @@ def backend_vanishes_mid_job():
 @check
 def backend_not_running():
     """Nothing listening: the refine fails quickly with the 'not running' advice."""
-    from touchup_krita import RefineError, refine
+    from touchup_krita import refine
     from touchup_krita.messages import HUMAN
 
     use_endpoint(CFG["dead_endpoint"], wait_connected=False)
     doc = make_doc(80, 60, "U8")
     select_rect(doc, 10, 10, 20, 20)
     t0 = time.monotonic()
-    try:
-        refine(doc)
-    except RefineError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("refine succeeded with no backend")
+    message = refusal(refine, doc, "refine succeeded with no backend")
     took = time.monotonic() - t0
     assert message.startswith(HUMAN["unreachable"]), message
     assert controller().last_error == message
