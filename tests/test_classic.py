@@ -9,9 +9,11 @@ import pytest
 
 from touchup.backend.engines import create_engine
 from touchup.backend.engines.base import RefineParams
+from touchup.backend.engines.classic_native import native_size, unenlarge
 from touchup.backend.engines.classic_register import plausibility
 from touchup.backend.errors import Cancelled
 from touchup.backend.example import make_example, region_psnr
+from touchup.backend.focus import resize
 from touchup.backend.refine import RefineJob, run_refine
 
 #: Required improvement of the selected region with the true reference, and the most a
@@ -194,6 +196,23 @@ def test_restoration_removes_measurable_noise(example, engine):
         return 10 * np.log10(1 / np.mean((back - clean) ** 2))
 
     assert psnr_back(out.image) - psnr_back(crop) >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("native", "work"), [((85, 103), (696, 848)), ((300, 200), (376, 248)), ((384, 191), (1088, 544))]
+)
+def test_the_photos_own_pixels_are_recovered_from_an_enlarged_crop(example, native, work):
+    """What the focus crop enlarged (by up to 8x, or by as little as 1.25x) is recovered pixel for
+    pixel, so reference-free restoration works on the photo's own noise, not on its smoothed copy."""
+    w, h = native
+    photo = example.input[100 : 100 + h, 100 : 100 + w].astype(np.float32) / 255
+    crop = np.clip(resize(photo, *work), 0.0, 1.0)  # as the job pipeline hands it to the engine
+    assert native_size(crop) == native
+    error = np.abs(unenlarge(crop, w, h) - photo)
+    # The 8-bit values come back, except near dark or bright edges where the enlargement
+    # overshot [0, 1] and was clipped.
+    assert np.mean(error < 0.5 / 255) > 0.95 and np.median(error) < 1e-5
+    assert native_size(photo) is None  # not enlarged: restored as it is
 
 
 def test_implausible_transforms_are_named():

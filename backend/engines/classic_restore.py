@@ -13,7 +13,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..focus import resize
+from .classic_native import native_size, unenlarge
+
 MAX_TONE_SAMPLES = 60_000
+#: Non-local means patch and search windows, in pixels of the photo's own scale: lettering and
+#: texture there are a few pixels wide, and larger patches find no twins for them.
+NLM_TEMPLATE, NLM_SEARCH = 3, 11
 
 
 def fit_tone(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
@@ -106,57 +112,25 @@ def blockiness(image: np.ndarray, period: int = 8) -> float:
     return float(min(ratios))
 
 
-#: Shrink factors tried by ``native_scale``; the last one is the yardstick.
-_SCALES = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
-
-
-def native_scale(image: np.ndarray, threshold: float = 0.05) -> float:
-    """By how much ``image`` is oversampled: the largest shrink factor it survives.
-
-    Focus-and-Refine enlarges small selections several times before the engine sees them, and
-    the damage (noise, blocks, lost detail) was made at the photo's own scale. Shrinking an
-    enlarged image by up to its enlargement and enlarging it back loses almost nothing, while
-    shrinking further loses real detail; measured against the loss at 8x, the first factor
-    that loses more than ``threshold`` marks the limit.
-    """
-    grey = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
-    losses = []
-    for k in _SCALES:
-        size = (max(4, round(w / k)), max(4, round(h / k)))
-        small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-        back = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-        losses.append(float(np.mean((grey - back) ** 2)))
-    if losses[-1] <= 1e-12:
-        return 1.0  # flat: nothing to restore at any scale
-    scale = 1.0
-    for k, loss in zip(_SCALES, losses, strict=True):
-        if loss / losses[-1] > threshold or min(h, w) / k < 32:
-            break
-        scale = k
-    return scale
-
-
 def restore(
     image: np.ndarray, region: np.ndarray | None = None, amount: float = 0.25, noise_factor: float = 1.0
 ) -> np.ndarray:
     """Reference-free restoration of a float RGB image, at the scale its damage was made.
 
-    The image is shrunk to its native scale (see ``native_scale``), restored there, and only
-    the change is enlarged and added back, so an upsampled crop gets the same treatment as
-    the photo itself would.
+    An enlarged focus crop is taken back to the photo's own pixels (see ``classic_native``),
+    restored there, and only the change is enlarged and added back, so it gets the same
+    treatment as the photo itself would.
     """
-    scale = native_scale(image)
-    if scale <= 1.0:
+    size = native_size(image)
+    if size is None:
         return restore_native(image, region, amount, noise_factor)
     h, w = image.shape[:2]
-    size = (max(8, round(w / scale)), max(8, round(h / scale)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small = unenlarge(image, *size)
     small_region = None
     if region is not None:
         small_region = cv2.resize(region.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
     change = restore_native(small, small_region, amount, noise_factor) - small
-    return np.clip(image + cv2.resize(change, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+    return np.clip(image + resize(change, w, h), 0.0, 1.0)
 
 
 def restore_native(
@@ -168,7 +142,9 @@ def restore_native(
     u8 = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     h = float(np.clip(sigma * 255 * noise_factor, 0.0, 8.0))
     if h >= 1.0:
-        denoised = cv2.fastNlMeansDenoisingColored(u8, None, h, h, 5, 15).astype(np.float32) / 255
+        denoised = (
+            cv2.fastNlMeansDenoisingColored(u8, None, h, h, NLM_TEMPLATE, NLM_SEARCH).astype(np.float32) / 255
+        )
     else:
         denoised = image.astype(np.float32)
     if blockiness(image) > 1.2:
