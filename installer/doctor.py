@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..shared import __version__
 from . import editors
-from .install import KRITA_PLUGIN, gimp_plugin_name
+from .install import KRITA_PLUGIN, configured_endpoint, gimp_plugin_name
 from .manifest import Manifest
 from .paths import GIMP, KRITA, EditorLocation, find_locations
 
@@ -123,15 +123,7 @@ def _engine_rows() -> list[Row]:
 def _backend_rows(endpoint: str | None) -> tuple[list[Row], str | None]:
     from ..shared.client import BackendError, Client
 
-    if endpoint is None:
-        try:
-            from ..backend.config import load_config
-
-            endpoint = load_config().endpoint
-        except Exception:
-            from ..shared.protocol import DEFAULT_ENDPOINT
-
-            endpoint = DEFAULT_ENDPOINT
+    endpoint = endpoint or configured_endpoint()
     try:
         with Client(endpoint, name="touchup-doctor") as client:
             hello = client.hello(timeout=2.0)

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import shlex
 import stat
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -92,7 +91,6 @@ class Options:
     vendor: str = "auto"  # auto | always | never
     wheel_cache: str | None = None
     endpoint: str | None = None
-    python: str | None = None  # interpreter the backend runs with (default: this one)
 
 
 # -- plugin sources ---------------------------------------------------------------------------
@@ -128,29 +126,30 @@ def gimp_plugin_name(source: Path) -> str:
     raise InstallError(f"no GIMP plug-in (a folder X holding X.py) found in {source}")
 
 
-def backend_command(python: str | None = None) -> list[str]:
-    """The backend command of this environment, absolute, with ``{endpoint}`` left to the plugin."""
-    return [python or sys.executable, "-m", "touchup.backend", "serve", "--endpoint", "{endpoint}"]
+def configured_endpoint() -> str:
+    """The endpoint in the backend's config (where ``touchup serve`` and the tray listen).
 
-
-def _backend_endpoint(opts: Options) -> str:
-    if opts.endpoint:
-        return opts.endpoint
+    A config that cannot be read gives the protocol's default: it must block neither
+    installing the plugins nor ``touchup doctor``, which reports the config itself.
+    """
     try:
         from ..backend.config import load_config
 
         return load_config().endpoint
-    except Exception:  # a broken backend config must not block installing the plugins
+    except Exception:
         from ..shared.protocol import DEFAULT_ENDPOINT
 
         return DEFAULT_ENDPOINT
 
 
 def plugin_config(opts: Options) -> bytes:
-    """``config.json`` for the plugins: how their Start button launches this backend."""
+    """``config.json`` for the plugins: how their Start button launches this environment's
+    backend (absolute interpreter path; ``{endpoint}`` is filled in by the plugin)."""
+    from ..backend.launch import backend_command
+
     data = {
-        "backend_command": shlex.join(backend_command(opts.python)),
-        "endpoint": _backend_endpoint(opts),
+        "backend_command": shlex.join(backend_command("{endpoint}")),
+        "endpoint": opts.endpoint or configured_endpoint(),
         "installed_version": __version__,
     }
     return (json.dumps(data, indent=2) + "\n").encode()
@@ -248,7 +247,7 @@ def plan_gimp(stack: ExitStack, opts: Options, loc: EditorLocation) -> Plan:
 
 
 def plan_autostart(opts: Options) -> Plan:
-    entry = autostart_mod.autostart_entry(autostart_mod.tray_command(opts.python))
+    entry = autostart_mod.autostart_entry(autostart_mod.tray_command())
     plan = Plan("autostart", "tray", entry.description)
     if entry.path is not None:
         plan.files.append(FileSpec(entry.path, content=entry.content))

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
+from ..backend.config import data_dir
 
 MANIFEST_VERSION = 1
 
@@ -24,7 +24,7 @@ def default_manifest_path() -> Path:
     override = os.environ.get("TOUCHUP_MANIFEST")
     if override:
         return Path(override)
-    return Path(platformdirs.user_data_dir("touchup", appauthor=False)) / "install-manifest.json"
+    return data_dir() / "install-manifest.json"
 
 
 def sha256(path: Path) -> str:
