@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..config import config_dir, load_config, log_dir
+    from ..launch import backend_command
     from ..tray import Tray
 
     try:
@@ -44,11 +45,9 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         handlers=[logging.FileHandler(log_path, encoding="utf-8"), logging.StreamHandler()],
     )
-    command = [sys.executable, "-m", "touchup.backend", "serve", "--endpoint", config.endpoint]
+    command = backend_command(config.endpoint, args.engine)
     if args.config:
         command += ["--config", args.config]
-    if args.engine:
-        command += ["--engine", args.engine]
     if args.no_icon:
         os.environ["TOUCHUP_TRAY"] = "none"
     # "Open log" shows the backend's own log; the child's stray output goes beside the tray log.
