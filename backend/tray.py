@@ -85,9 +85,7 @@ def state_from_status(status: dict[str, Any], pid: int | None, restarts: int) ->
         if waiting:
             detail += f", {waiting} waiting"
         return TrayState(BUSY, detail, progress, model, pid, restarts)
-    return TrayState(
-        IDLE, f"ready, {status.get('queue', {}).get('completed', 0)} job(s) done", None, model, pid, restarts
-    )
+    return TrayState(IDLE, f"ready, {queue.get('completed', 0)} job(s) done", None, model, pid, restarts)
 
 
 class Supervisor:
@@ -246,8 +244,6 @@ class Supervisor:
         log.info("started backend pid %d: %s", self.child.pid, " ".join(self.command))
         self._set(TrayState(STARTING, "starting the backend", None, None, self.child.pid, self._restarts))
 
-    _started = 0.0
-
     def _terminate_child(self) -> None:
         child, self.child = self.child, None
         if child is None or child.poll() is not None:
@@ -277,10 +273,9 @@ def icon_image(state: TrayState, size: int = 64):
 
 
 def open_path(path: Path) -> None:
-    """Open a file or folder with the desktop's default application."""
-    path.mkdir(parents=True, exist_ok=True) if path.suffix == "" else path.parent.mkdir(
-        parents=True, exist_ok=True
-    )
+    """Open a file or folder with the desktop's default application (creating the folder, so
+    "Open log" works before the backend has written anything)."""
+    (path if path.suffix == "" else path.parent).mkdir(parents=True, exist_ok=True)
     if sys.platform.startswith("win"):
         os.startfile(str(path))  # type: ignore[attr-defined]
     else:
@@ -427,6 +422,8 @@ class Tray:
     ) -> None:
         self.icon: Any = None
         self.done = threading.Event()
+        self._quitter: threading.Thread | None = None
+        self._menu_proc: subprocess.Popen | None = None  # an open popup menu, closed on quit
         self.supervisor = Supervisor(command, endpoint, self._on_state, log_file=child_output)
         self.actions = MenuActions(self.supervisor, backend_log, config_dir, self.quit)
 
@@ -450,15 +447,13 @@ class Tray:
 
     def _wait_stopped(self) -> None:
         """Wait until the backend child is really gone, so no process outlives the tray."""
-        quitter = getattr(self, "_quitter", None)
-        if quitter is not None:
-            quitter.join(30)
+        if self._quitter is not None:
+            self._quitter.join(30)
         log.info("tray stopped")
 
     def _shutdown(self) -> None:
-        menu = getattr(self, "_menu_proc", None)
-        if menu is not None and menu.poll() is None:
-            menu.terminate()
+        if self._menu_proc is not None and self._menu_proc.poll() is None:
+            self._menu_proc.terminate()
         self.supervisor.stop()
         if self.icon is not None:
             self.icon.stop()
