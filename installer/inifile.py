@@ -13,10 +13,6 @@ from pathlib import Path
 _SECTION = re.compile(r"^\s*\[(?P<name>[^\]]+)\]\s*$")
 
 
-def _split(text: str) -> list[str]:
-    return text.splitlines()
-
-
 def _find(lines: list[str], section: str, key: str) -> tuple[int | None, int | None, int | None]:
     """(section header index, key line index, index after the section's last line)."""
     header = key_line = None
@@ -43,7 +39,7 @@ def get_value(path: Path, section: str, key: str) -> str | None:
     """The raw value of ``key`` in ``[section]``, or None when absent (or the file is)."""
     if not path.exists():
         return None
-    lines = _split(path.read_text(encoding="utf-8", errors="surrogateescape"))
+    lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     _h, key_line, _e = _find(lines, section, key)
     return None if key_line is None else lines[key_line].split("=", 1)[1].strip()
 
@@ -52,7 +48,7 @@ def set_value(path: Path, section: str, key: str, value: str | None) -> None:
     """Set ``key=value`` in ``[section]`` (``value`` None: remove the key; an emptied section
     that we would leave behind is removed too, so an install+uninstall leaves no trace)."""
     text = path.read_text(encoding="utf-8", errors="surrogateescape") if path.exists() else ""
-    lines = _split(text)
+    lines = text.splitlines()
     header, key_line, end = _find(lines, section, key)
     if value is None:
         if key_line is None:

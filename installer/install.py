@@ -325,16 +325,11 @@ def apply(plan: Plan, manifest: Manifest, dry_run: bool, say: Callable[[str], No
         prior = next((r for r in (old.registry if old else []) if r["name"] == name), None)
         comp.registry.append({"key": key, "name": name, "previous": prior["previous"] if prior else previous})
     if not dry_run:
-        _prune_dirs(comp.dirs)
+        remove_empty_dirs(comp.dirs)  # folders we created that an upgrade left empty
         comp.dirs = [d for d in comp.dirs if Path(d).is_dir()]
         manifest.components[plan.component] = comp
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     say(f"  files: {summary or 'none'}")
-
-
-def _prune_dirs(dirs: list[str]) -> None:
-    """Remove folders we created that an upgrade left empty."""
-    remove_empty_dirs(dirs)
 
 
 def install(opts: Options, say: Callable[[str], None] = print, manifest_path: Path | None = None) -> int:
