@@ -75,7 +75,7 @@ def save_config(config: PluginConfig, write_setting: Any) -> None:
 
 
 def _merge(config: PluginConfig, data: dict[str, Any]) -> PluginConfig:
-    known = {f.name: f.type for f in fields(PluginConfig)}
+    known = {f.name for f in fields(PluginConfig)}
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:

@@ -410,15 +410,12 @@ class JobQueue(QtCore.QObject):
         self.changed.emit()
 
     def _on_lost(self, why: str) -> None:
-        for job in self.jobs:
-            if not job.terminal:
-                job.state = "failed"
-                job.error_code = ErrorCode.UNREACHABLE
-                job.error = (
-                    f"The backend stopped while refining ({why}); the refine was abandoned. "
-                    "Krita and your document are unaffected: start the backend again and press Refine."
-                )
-                job.finished = time.monotonic()
+        text = (
+            f"The backend stopped while refining ({why}); the refine was abandoned. "
+            "Krita and your document are unaffected: start the backend again and press Refine."
+        )
+        for job in self.active():
+            self._finish(job, "failed", ErrorCode.UNREACHABLE, text)
         self._flush()
         self.changed.emit()
 
