@@ -67,10 +67,17 @@ def binary_mask(mask: np.ndarray) -> np.ndarray:
     return (np.asarray(mask) > 0).astype(np.float32)
 
 
+def inpaint_strength(params: RefineParams) -> float:
+    """Regenerate starts from pure noise; refine keeps some of the original when strength < 1."""
+    if params.mode == "regenerate":
+        return 1.0
+    return float(min(1.0, max(0.05, params.strength)))
+
+
 class DiffusionEngine(Engine):
-    """A diffusers pipeline family kept resident between jobs. Subclasses set ``name`` and implement
-    :meth:`pipeline_inputs`; they may override the ``_extra_components`` / ``_configure`` /
-    ``_unpack_latents`` hooks."""
+    """A diffusers pipeline family kept resident between jobs. Subclasses set ``name``/``family``
+    and the class attributes below; they may extend :meth:`pipeline_inputs` and override the
+    ``_extra_components`` / ``_configure`` hooks."""
 
     name = "diffusion"
     #: The presets table's ``family`` value this engine runs (normally its registry name).
@@ -79,6 +86,11 @@ class DiffusionEngine(Engine):
     denoiser_attr = "transformer"
     #: Components quantised by the quant8/quant4 policies (the big ones).
     quantize_components: tuple[str, ...] = ("transformer",)
+    #: Mask-native inpainting: the selection goes in as ``mask_image`` and the user's strength
+    #: as the denoising strength.
+    inpainting = False
+    #: The pipeline keeps its latents as packed tokens (FLUX, Qwen): previews unpack them first.
+    packed_latents = False
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -170,8 +182,12 @@ class DiffusionEngine(Engine):
         prompt: str,
         params: RefineParams,
     ) -> dict[str, Any]:
-        """The pipeline keyword arguments that carry the images and prompt."""
-        raise NotImplementedError
+        """The pipeline keyword arguments that carry the images and prompt: the crop and the
+        prompt, plus the binary selection and strength for inpainting pipelines."""
+        inputs: dict[str, Any] = {"image": to_pil(crop), "prompt": prompt}
+        if self.inpainting:
+            inputs.update(mask_image=to_pil(binary_mask(mask)), strength=inpaint_strength(params))
+        return inputs
 
     def _extra_components(self, preset: DiffusionPreset, folder: Any, dtype: Any) -> dict[str, Any]:
         """Components to pass to ``from_pretrained`` instead of letting it load them."""
@@ -181,7 +197,9 @@ class DiffusionEngine(Engine):
         """Model options from the preset (e.g. Qwen's ``zero_cond_t``), applied after loading."""
 
     def _unpack_latents(self, pipe: Any, latents: Any, height: int, width: int) -> Any:
-        """Latents as (B, C, h, w) for the preview; packed-token families override this."""
+        """Latents as (B, C, h, w) for the preview."""
+        if self.packed_latents:
+            return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
         return latents
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .base import RefineParams
-from .diffusion_base import DiffusionEngine, to_pil
+from .diffusion_base import DiffusionEngine
 from .presets import DiffusionPreset
 
 
@@ -20,6 +20,7 @@ class FluxKontextEngine(DiffusionEngine):
     family = "flux-kontext"
     description = "FLUX.1 Kontext [dev]: instruction-driven refinement of the crop, user LoRAs."
     quantize_components = ("transformer", "text_encoder_2")
+    packed_latents = True
 
     def pipeline_inputs(
         self,
@@ -31,7 +32,5 @@ class FluxKontextEngine(DiffusionEngine):
         params: RefineParams,
     ) -> dict[str, Any]:
         h, w = crop.shape[:2]
-        return {"image": to_pil(crop), "prompt": prompt, "max_area": h * w, "_auto_resize": False}
-
-    def _unpack_latents(self, pipe: Any, latents: Any, height: int, width: int) -> Any:
-        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+        inputs = super().pipeline_inputs(preset, crop, mask, references, prompt, params)
+        return {**inputs, "max_area": h * w, "_auto_resize": False}

@@ -88,6 +88,7 @@ class QwenEditEngine(DiffusionEngine):
     family = "qwen-edit"
     description = "RefineAnything and Qwen-Image-Edit (2509/2511): instruction and reference refinement."
     quantize_components = ("transformer", "text_encoder")
+    packed_latents = True
 
     def _extra_components(self, preset: DiffusionPreset, folder: Path, dtype: Any) -> dict[str, Any]:
         return {"processor": load_qwen_processor(Path(folder) / "processor")}
@@ -118,6 +119,3 @@ class QwenEditEngine(DiffusionEngine):
             to_pil(spatial),
         ]
         return {"image": images, "prompt": prompt}
-
-    def _unpack_latents(self, pipe: Any, latents: Any, height: int, width: int) -> Any:
-        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
