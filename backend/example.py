@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .eval.datasets import downsample, jpeg
+
 #: The damaged detail: the mission patch on the astronaut's suit (centre x, y and radius, px).
 PATCH_CENTER = (171, 386)
 DAMAGE_RADIUS = 40
@@ -58,15 +60,11 @@ def _disc(shape: tuple[int, int], radius: float, soft: float) -> np.ndarray:
 
 
 def degrade(image: np.ndarray, factor: int = 5, quality: int = 30) -> np.ndarray:
-    """Collapse small details: down/up-sampling, blur, JPEG blocking and a colour cast."""
-    h, w = image.shape[:2]
-    small = cv2.resize(image, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
-    up = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-    up = cv2.GaussianBlur(up, (0, 0), 1.0)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(up, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    jpeg = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float32)
-    cast = jpeg * np.array([1.06, 1.0, 0.93], np.float32) + np.array([4.0, 2.0, 0.0], np.float32)
+    """Collapse small details: down/up-sampling, blur, JPEG blocking and a colour cast (the
+    evaluation's degradations, at fixed strengths)."""
+    up = cv2.GaussianBlur(downsample(image, factor, upsample=cv2.INTER_CUBIC), (0, 0), 1.0)
+    blocky = jpeg(up, quality).astype(np.float32)
+    cast = blocky * np.array([1.06, 1.0, 0.93], np.float32) + np.array([4.0, 2.0, 0.0], np.float32)
     return np.clip(np.rint(cast), 0, 255).astype(np.uint8)
 
 

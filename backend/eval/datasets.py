@@ -98,24 +98,32 @@ class DatasetError(ValueError):
 # -- the built-in set ------------------------------------------------------------------------
 
 
+def as_rgb8(img: np.ndarray) -> np.ndarray:
+    """uint8 RGB from grey, RGB or RGBA samples (16-bit and [0, 1] float scaled, alpha composited
+    on white). Raises ValueError for other sample types."""
+    img = np.asarray(img)
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype.kind == "f":
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"only 8- and 16-bit or float images are supported, not {img.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
 @functools.cache
 def load_photo(name: str) -> np.ndarray:
     """A bundled scikit-image photo as uint8 RGB (grey replicated, alpha composited on white)."""
     import skimage.data
 
-    img = np.asarray(getattr(skimage.data, name)())
-    if img.dtype != np.uint8:
-        img = (
-            (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-            if img.dtype.kind == "f"
-            else img.astype(np.uint8)
-        )
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.shape[2] == 4:
-        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
-        img = (img[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-    img = np.ascontiguousarray(img[:, :, :3])
+    img = as_rgb8(getattr(skimage.data, name)())
     img.setflags(write=False)  # shared by every case through the cache
     return img
 
@@ -178,21 +186,33 @@ def _lighting(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) 
     return np.clip(np.power(img, gamma) * gain * tint, 0, 1).astype(np.float32)
 
 
+def downsample(img: np.ndarray, factor: float, upsample: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Detail lost to a shrink by ``factor`` (area) and an enlargement back (``upsample``)."""
+    h, w = img.shape[:2]
+    small = cv2.resize(
+        img, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA
+    )
+    return cv2.resize(small, (w, h), interpolation=upsample)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` (uint8 RGB, or float RGB in [0, 1]) through JPEG at ``quality``, in its own dtype."""
+    u8 = img if img.dtype == np.uint8 else np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return out if img.dtype == np.uint8 else out.astype(np.float32) / 255.0
+
+
 def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """``img`` (float32 RGB in [0, 1]) degraded by ``kind``; the caller keeps only the region."""
-    h, w = img.shape[:2]
     if kind == "blur":
         return cv2.GaussianBlur(img, (0, 0), float(rng.uniform(1.5, 3.5)))
     if kind == "downsample":
-        f = float(rng.uniform(3, 6))
-        small = cv2.resize(img, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        return downsample(img, float(rng.uniform(3, 6)))
     if kind == "jpeg":
-        u8 = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-        quality = int(rng.integers(5, 16))
-        ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        assert ok
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+        return jpeg(img, int(rng.integers(5, 16)))
     if kind == "erosion":
         # Thin strokes the way generators break lettering: grow the background over them.
         k = int(rng.choice([3, 5]))
@@ -292,16 +312,11 @@ def read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"cannot read image {path}")
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
+    if img.dtype not in (np.uint8, np.uint16):
         raise DatasetError(f"{path}: only 8- and 16-bit images are supported")
-    if img.ndim == 2:
-        return np.repeat(img[:, :, None], 3, axis=2)
-    if img.shape[2] == 4:
-        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
-        img = (img[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-    return np.ascontiguousarray(img[:, :, 2::-1])
+    if img.ndim == 3:  # OpenCV's BGR(A) to RGB(A)
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return as_rgb8(img)
 
 
 def read_mask(path: Path) -> np.ndarray:
