@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import Cancelled
+from ..imaging import rgb_float
 from .base import (
     CancelFn,
     Capabilities,
@@ -26,7 +27,7 @@ from .base import (
     RefineParams,
     WorkingSize,
 )
-from .classic_register import Registrar, Registration, jacobian, warp_to_crop
+from .classic_register import Registrar, Registration, local_scale, warp_to_crop
 from .classic_restore import apply_tone, fit_tone, restore
 
 MAX_REFERENCES = 4
@@ -35,13 +36,9 @@ MIN_TONE_PIXELS = 400
 
 
 def _as_rgb(img: np.ndarray) -> np.ndarray:
-    """float32 RGB in [0, 1] from a grey, RGB or RGBA float image."""
-    img = np.asarray(img, dtype=np.float32)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(np.clip(img[:, :, :3], 0.0, 1.0))
+    """float32 RGB in [0, 1] from a grey, RGB or RGBA image (callers other than the job
+    pipeline may pass any of them)."""
+    return np.clip(rgb_float(np.asarray(img)), 0.0, 1.0)
 
 
 class ClassicEngine(Engine):
@@ -121,11 +118,12 @@ class ClassicEngine(Engine):
             meta["reference_index"] = index
             meta.update(transform=reg.model, inliers=reg.inliers, coverage=round(reg.metrics["coverage"], 4))
             advance("transfer")
-            if (covered[region] < 0.999).any():
+            uncovered = bool((covered[region] < 0.999).any())
+            if uncovered:
                 # Parts of the selection the reference does not show: restore those instead.
                 restored = restore(crop, region)
                 result = covered[:, :, None] * result + (1 - covered[:, :, None]) * restored
-            meta["restoration"] = "uncovered parts only" if (covered[region] < 0.999).any() else "none"
+            meta["restoration"] = "uncovered parts only" if uncovered else "none"
         else:
             result = restore(crop, region)
             meta["restoration"] = "reference-free"
@@ -146,7 +144,7 @@ class ClassicEngine(Engine):
         assert h is not None
         size = (crop.shape[1], crop.shape[0])
         cx, cy = size[0] / 2, size[1] / 2
-        local = float(np.sqrt(abs(np.linalg.det(jacobian(h, cx, cy)))))
+        local = local_scale(h, cx, cy)
         if local > 1.5:
             # The reference is finer than the crop grid: shrink it first (area filter) so the
             # warp does not alias.

@@ -122,6 +122,11 @@ def jacobian(h: np.ndarray, x: float, y: float) -> np.ndarray:
     return j
 
 
+def local_scale(h: np.ndarray, x: float, y: float) -> float:
+    """How many reference pixels one crop pixel spans at (x, y) under ``h`` (linear factor)."""
+    return float(np.sqrt(abs(np.linalg.det(jacobian(h, x, y)))))
+
+
 def plausibility(h: np.ndarray, box: tuple[int, int, int, int]) -> tuple[str, dict[str, float]]:
     """Why the map ``h`` (crop -> reference) is implausible over ``box`` (x, y, w, h); "" if fine."""
     x, y, bw, bh = box
@@ -131,8 +136,9 @@ def plausibility(h: np.ndarray, box: tuple[int, int, int, int]) -> tuple[str, di
         p = h @ np.array([px, py, 1.0])
         if p[2] <= 1e-9:
             return "transform folds the region", {}
-        sv = np.linalg.svd(jacobian(h, px, py), compute_uv=False)
-        det = float(np.linalg.det(jacobian(h, px, py)))
+        j = jacobian(h, px, py)
+        sv = np.linalg.svd(j, compute_uv=False)
+        det = float(np.linalg.det(j))
         if det <= 0:
             return "transform mirrors the region", {}
         dets.append(np.sqrt(det))
@@ -237,7 +243,7 @@ class Registrar:
             reg.reason = why
             return reg
         h_small = self._refine(ref_gray, h_small, reg)
-        return self._validate(ref, h_small, ref_scale, reg)
+        return self._validate(ref, ref_gray, h_small, ref_scale, reg)
 
     def _refine(self, ref_gray: np.ndarray, h_small: np.ndarray, reg: Registration) -> np.ndarray:
         """ECC on low-passed grey images: context at all scales, the region by its low
@@ -263,11 +269,11 @@ class Registrar:
         return h_small
 
     def _validate(
-        self, ref: np.ndarray, h_small: np.ndarray, ref_scale: float, reg: Registration
+        self, ref: np.ndarray, ref_gray: np.ndarray, h_small: np.ndarray, ref_scale: float, reg: Registration
     ) -> Registration:
-        """Coverage and agreement checks; on success the full-resolution homography."""
+        """Coverage and agreement checks (``ref_gray``: the reference as matched, ``ref_scale``
+        of its full size); on success the full-resolution homography."""
         size = self.small_gray.shape[::-1]
-        ref_gray = gray8(cv2.resize(ref, None, fx=ref_scale, fy=ref_scale, interpolation=cv2.INTER_AREA))
         warped, valid = warp_to_crop(ref_gray.astype(np.float32), h_small, size)
         inside = valid > 0.99
         region = self.small_mask
@@ -323,7 +329,7 @@ class Registrar:
         cx, cy = w / 2, h / 2
         p0, p1 = h_full @ [cx, cy, 1.0], candidate @ [cx, cy, 1.0]
         shift = float(np.hypot(*(p0[:2] / p0[2] - p1[:2] / p1[2])))
-        limit = 3.0 * float(np.sqrt(abs(np.linalg.det(jacobian(h_full, cx, cy))))) / self.scale
+        limit = 3.0 * local_scale(h_full, cx, cy) / self.scale
         if shift > limit or plausibility(candidate, (0, 0, w, h))[0]:
             return h_full
         reg.model += "+fine"
