@@ -21,9 +21,6 @@ __all__ = ["BackendError", "refine_request", "run_refine", "fetch_presets", "use
 FALLBACK_PRESETS: tuple[str, ...] = ("classic/default",)
 #: How long to wait for ``hello`` before telling the user the backend is not running.
 HELLO_TIMEOUT_S = 3.0
-#: A job that sends nothing for this long is given up (the backend died or hangs). Model loads
-#: report progress, so this only fires when something is really wrong.
-IDLE_TIMEOUT_S = 300.0
 
 
 def start_hint(endpoint: str) -> str:
@@ -108,13 +105,15 @@ def run_refine(
     header: dict[str, Any],
     frames: list[Frame],
     on_progress: Callable[[Progress], None] | None = None,
-    idle_timeout: float = IDLE_TIMEOUT_S,
 ) -> Message:
     """Check the backend answers, submit the job, relay progress, return the ``result`` message.
 
     Raises :class:`BackendError`: ``unreachable`` when nothing answers ``hello`` in time (so a
     user is not left watching a progress bar for a backend that is not running), the backend's
-    own code for refused or failed jobs, ``cancelled`` when the job was cancelled.
+    own code for refused or failed jobs, ``cancelled`` when the job was cancelled, and
+    ``unreachable`` again when the backend dies mid-job: :meth:`Client.wait` pings a backend
+    that has been silent for a few seconds (it answers pings even while loading a model), so a
+    dead one is noticed within seconds while a slow one is waited for.
 
     Cancellation from GIMP needs nothing here: GIMP ends the plug-in process when the user
     cancels its progress, the connection drops, and the backend cancels that client's jobs the
@@ -137,4 +136,4 @@ def run_refine(
                 on_progress(Progress(str(h.get("stage") or ""), min(step / total, 1.0) if total else 0.0))
 
         req_id = client.submit(header, frames)
-        return client.wait(req_id, on_event=relay, idle_timeout=idle_timeout)
+        return client.wait(req_id, on_event=relay)

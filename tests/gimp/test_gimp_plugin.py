@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -271,28 +272,54 @@ def test_bundled_example_end_to_end(batch: dict[str, Any]) -> None:
     assert gain > 1.0, f"the refined patch is only {gain:.2f} dB closer to the clean photo"
 
 
-def _cancel_like_gimp(gimp: GimpChroot, endpoint: str, seen: dict[str, Any]) -> None:
-    """Cancel the plug-in's progress the way GIMP does: once the backend reports the job running,
-    SIGKILL the plug-in process (GIMP's progress-cancel handler closes the plug-in with kill_it;
-    there is no PDB call that cancels another plug-in's progress). Then time how long the backend
-    keeps running the orphaned job."""
-    deadline = time.monotonic() + 120
-    with Client(endpoint) as client:
-        while time.monotonic() < deadline:
-            running = client.status()["queue"]["running"]
-            if running and running["step"] >= 2:
-                break
-            time.sleep(0.05)
-        else:
-            seen["error"] = "the job never ran"
-            return
-        seen["killed"] = gimp.plugin_pids()
-        for pid in seen["killed"]:
-            os.kill(pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        while client.status()["queue"]["running"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        seen["job_stopped_after_s"] = time.monotonic() - killed_at
+def _slow_case(host: Path, name: str, endpoint: str) -> dict[str, Any]:
+    """A case whose job runs long enough to interrupt: 60 identity steps of 0.2 s (12 s)."""
+    return {
+        "name": name,
+        "dtype": "u8",
+        "width": W,
+        "height": H,
+        "input_raw": raw(host, f"{name}.input.raw", to_dtype(damaged(textured(2)), "u8")),
+        "selection": {"ellipse": list(SELECTION)},
+        "args": {"endpoint": endpoint, "preset": "identity", "steps": 60},
+    }
+
+
+def _interrupt_running_job(
+    gimp: GimpChroot, case: dict[str, Any], endpoint: str, interrupt: Callable[[Client], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``case`` in GIMP and, once the backend reports its job running, call ``interrupt``
+    from another thread. Returns (the case's results, what the interrupting thread saw)."""
+    seen: dict[str, Any] = {}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        with Client(endpoint) as client:
+            while time.monotonic() < deadline:
+                running = client.status()["queue"]["running"]
+                if running and running["step"] >= 2:
+                    seen["at"] = time.monotonic()
+                    interrupt(client)
+                    return
+                time.sleep(0.05)
+        seen["error"] = "the job never ran"
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    [r], _output = gimp.run(case["name"], {"cases": [case]})
+    seen["gimp_done"] = time.monotonic()
+    thread.join(30)
+    assert "error" not in seen, seen
+    return r, seen
+
+
+def _assert_image_unchanged(gimp: GimpChroot, r: dict[str, Any]) -> None:
+    """No layer added, and the composite is exactly what it was."""
+    host = gimp.path(gimp.inner / r["name"])
+    assert r["stack_after"] == r["stack_before"] and "layer" not in r
+    before = load(host, f"{r['name']}.before.raw", (W, H), 4, "u8")
+    after = load(host, f"{r['name']}.after.raw", (W, H), 4, "u8")
+    assert np.array_equal(after, before)
 
 
 def test_cancelled_progress_leaves_the_image_and_stops_the_backend_job(
@@ -300,33 +327,30 @@ def test_cancelled_progress_leaves_the_image_and_stops_the_backend_job(
 ) -> None:
     slow = backend_factory(engine="classic", engines={"identity": {"delay": 0.2}})
     host, _ = gimp.case_dir("cancel")
-    case = {
-        "name": "cancel",
-        "dtype": "u8",
-        "width": W,
-        "height": H,
-        "input_raw": raw(host, "input.raw", to_dtype(damaged(textured(2)), "u8")),
-        "selection": {"ellipse": list(SELECTION)},
-        # 60 steps of 0.2 s: the job would run for 12 s if nothing cancelled it.
-        "args": {"endpoint": slow.endpoint, "preset": "identity", "steps": 60},
-    }
-    seen: dict[str, Any] = {}
-    killer = threading.Thread(target=_cancel_like_gimp, args=(gimp, slow.endpoint, seen), daemon=True)
-    killer.start()
-    [r], _output = gimp.run("cancel", {"cases": [case]})
-    killer.join(30)
-    assert "error" not in seen, seen
-    assert len(seen["killed"]) == 1, seen
+
+    def cancel_like_gimp(client: Client) -> None:
+        # GIMP's progress-cancel handler closes the plug-in with kill_it: a SIGKILL (no PDB call
+        # cancels another plug-in's progress, so the test does the same).
+        cancel["killed"] = gimp.plugin_pids()
+        for pid in cancel["killed"]:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while client.status()["queue"]["running"] and time.monotonic() - killed_at < 30:
+            time.sleep(0.05)
+        cancel["job_stopped_after_s"] = time.monotonic() - killed_at
+
+    cancel: dict[str, Any] = {}
+    r, _ = _interrupt_running_job(
+        gimp, _slow_case(host, "cancel", slow.endpoint), slow.endpoint, cancel_like_gimp
+    )
+    assert len(cancel["killed"]) == 1, cancel
 
     # GIMP reports the call as not successful; the image is exactly as it was.
     assert r["status"] != "success", r
-    assert r["stack_after"] == r["stack_before"] and "layer" not in r
-    before = load(host, "cancel.before.raw", (W, H), 4, "u8")
-    after = load(host, "cancel.after.raw", (W, H), 4, "u8")
-    assert np.array_equal(after, before)
+    _assert_image_unchanged(gimp, r)
 
     # The backend dropped the job at its next progress message instead of finishing it...
-    assert seen["job_stopped_after_s"] < 2.0, seen
+    assert cancel["job_stopped_after_s"] < 2.0, cancel
     assert "cancelled" in slow.log()
     # ... and serves the next job at once.
     src = Frame(FrameDesc(32, 32, 4, "u8", "RGBA", "source"), bytes(32 * 32 * 4))
@@ -336,3 +360,18 @@ def test_cancelled_progress_leaves_the_image_and_stops_the_backend_job(
     with Client(slow.endpoint) as client:
         assert client.refine(header, frames, timeout=30).kind == "result"
     assert time.monotonic() - t0 < 3.0
+
+
+def test_backend_dying_mid_job_fails_with_a_message_and_leaves_the_image(
+    gimp: GimpChroot, backend_factory: Any
+) -> None:
+    doomed = backend_factory(engine="classic", engines={"identity": {"delay": 0.2}})
+    host, _ = gimp.case_dir("backend_dies")
+    case = _slow_case(host, "backend_dies", doomed.endpoint)
+    r, seen = _interrupt_running_job(gimp, case, doomed.endpoint, lambda _client: doomed.proc.kill())
+
+    assert r["status"] == "execution-error", r
+    assert "not running" in r["message"] and doomed.endpoint in r["message"], r["message"]
+    _assert_image_unchanged(gimp, r)
+    # Noticed within the plug-in's idle timeout plus one ping, not after minutes.
+    assert seen["gimp_done"] - seen["at"] < 30, seen
