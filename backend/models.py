@@ -40,7 +40,8 @@ def hf_cache_dir() -> Path:
     return Path(xdg or Path.home() / ".cache") / "huggingface" / "hub"
 
 
-def _repo_folder_name(repo: str) -> str:
+def repo_folder_name(repo: str) -> str:
+    """The folder the Hugging Face cache keeps ``repo`` in (``models--org--name``)."""
     return "models--" + repo.replace("/", "--")
 
 
@@ -58,7 +59,7 @@ class Located:
 
 def _snapshot_in_cache(cache: Path, ref: ModelRef) -> Path | None:
     """The snapshot folder of ``ref`` in an HF-cache-layout folder, if it holds the key file."""
-    repo_dir = cache / _repo_folder_name(ref.repo)
+    repo_dir = cache / repo_folder_name(ref.repo)
     if not repo_dir.is_dir():
         return None
     key = ref.files[0] if ref.files else "model_index.json"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from touchup.backend.engines.presets import PRESETS
+from touchup.backend.models import repo_folder_name
 
 #: Every preset of the table: each one must load and run through the real code.
 ALL_PRESETS = list(PRESETS)
@@ -36,21 +37,18 @@ def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def writable_copy(hub: Path, dest: Path, repos: list[str]) -> Path:
     """A copy of some repositories of ``hub`` (blobs included) that a test may break."""
     for repo in repos:
-        name = "models--" + repo.replace("/", "--")
+        name = repo_folder_name(repo)
         shutil.copytree(hub / name, dest / name, symlinks=True)
     return dest
 
 
 def use_hub(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
     """Point model lookup at ``cache``, offline, with the Qwen condition sizes shrunk for tiny runs."""
-    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as qwen_plus
-
-    from touchup.backend.engines import diffusion_tiny
+    from touchup.backend.engines.diffusion_tiny import patch_for_tiny_runs
 
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(qwen_plus, "VAE_IMAGE_SIZE", diffusion_tiny.TINY_VAE_IMAGE_SIZE)
-    monkeypatch.setattr(qwen_plus, "CONDITION_IMAGE_SIZE", diffusion_tiny.TINY_CONDITION_IMAGE_SIZE)
+    patch_for_tiny_runs(monkeypatch.setattr)
 
 
 def tiny_engine(preset: str, **options: Any):

@@ -145,12 +145,14 @@ class DiffusionEngine(Engine):
             info["reason"] = f"missing Python packages {', '.join(missing_libs)}: install touchup[diffusion]"
         elif not any(present.values()):
             first = next(iter(self.presets))
-            info["reason"] = f"no weights downloaded; run `touchup models download {first}`"
+            info["reason"] = f"no weights downloaded; run `{models.download_command(first)}`"
         return info
 
     def describe(self) -> dict[str, Any]:
         """The base description plus, per preset, its models, dtype and whether they are here,
         so a plugin can mark a preset "not downloaded" and show the command that fixes it."""
+        from .. import models
+
         info = super().describe()
         present = info["available"].get("presets", {})
         for entry in info["presets"]:
@@ -158,7 +160,7 @@ class DiffusionEngine(Engine):
             entry["models"] = [m.repo for m in p.models()]
             entry["dtype"] = p.dtype
             entry["present"] = bool(present.get(p.name))
-            entry["download"] = f"touchup models download {p.name}"
+            entry["download"] = models.download_command(p.name)
         return info
 
     def status(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -205,15 +205,15 @@ def _flux_vae(latent_channels: int) -> Any:
     )
 
 
-def flux_kontext_pipeline() -> Any:
+def _flux_transformer(in_channels: int, out_channels: int | None = None) -> Any:
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
+    from diffusers import FluxTransformer2DModel
 
-    parts = _flux_text_parts()
     torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(
+    return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=4,
+        in_channels=in_channels,
+        out_channels=out_channels,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
@@ -222,10 +222,16 @@ def flux_kontext_pipeline() -> Any:
         pooled_projection_dim=32,
         axes_dims_rope=[4, 4, 8],
     )
+
+
+def flux_kontext_pipeline() -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxKontextPipeline
+
+    parts = _flux_text_parts()
     return FluxKontextPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=_flux_vae(1),
-        transformer=transformer,
+        transformer=_flux_transformer(4),
         image_encoder=None,
         feature_extractor=None,
         **parts,
@@ -233,25 +239,14 @@ def flux_kontext_pipeline() -> Any:
 
 
 def flux_fill_pipeline() -> Any:
-    import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline
 
     parts = _flux_text_parts()
-    torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=20,
-        out_channels=8,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        axes_dims_rope=[4, 4, 8],
-    )
     return FluxFillPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux_vae(2), transformer=transformer, **parts
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(2),
+        transformer=_flux_transformer(20, 8),
+        **parts,
     )
 
 
@@ -383,7 +378,9 @@ def _blob_name(path: Path) -> str:
 
 def add_to_cache(cache_dir: Path, repo: str, source: Path, commit: str | None = None) -> Path:
     """Lay ``source``'s files out as ``models--org--name/{blobs,snapshots/<commit>,refs/main}``."""
-    repo_dir = Path(cache_dir) / ("models--" + repo.replace("/", "--"))
+    from ..models import repo_folder_name
+
+    repo_dir = Path(cache_dir) / repo_folder_name(repo)
     commit = commit or hashlib.sha1(repo.encode()).hexdigest()
     snapshot = repo_dir / "snapshots" / commit
     (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
@@ -444,19 +441,17 @@ def build_tiny_hub(
     return Path(cache_dir)
 
 
-def patch_for_tiny_runs() -> dict[str, Any]:
+def patch_for_tiny_runs(set_attr: Callable[[Any, str, Any], None] = setattr) -> None:
     """Shrink the Qwen-Image-Edit pipeline's fixed ~1-megapixel condition sizes for tiny models.
 
     The pipeline resizes every condition image to ~1 MP (VAE) and 384x384 (vision encoder)
-    regardless of the requested size; with tiny models that dominates a CPU run. Returns the
-    previous values so callers can restore them (tests use monkeypatch instead).
+    regardless of the requested size; with tiny models that dominates a CPU run. Tests pass
+    ``monkeypatch.setattr`` so the sizes are restored after each test.
     """
     from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as mod
 
-    previous = {"VAE_IMAGE_SIZE": mod.VAE_IMAGE_SIZE, "CONDITION_IMAGE_SIZE": mod.CONDITION_IMAGE_SIZE}
-    mod.VAE_IMAGE_SIZE = TINY_VAE_IMAGE_SIZE
-    mod.CONDITION_IMAGE_SIZE = TINY_CONDITION_IMAGE_SIZE
-    return previous
+    set_attr(mod, "VAE_IMAGE_SIZE", TINY_VAE_IMAGE_SIZE)
+    set_attr(mod, "CONDITION_IMAGE_SIZE", TINY_CONDITION_IMAGE_SIZE)
 
 
 TINY_VAE_IMAGE_SIZE = 64 * 64
