@@ -3,6 +3,7 @@
 One GIMP launch runs every batch case (GIMP start-up dominates the time); the assertions are
 about what a user sees: the new layer's place, name, offset and pixels, the composite outside
 the selection, the untouched original layer, and the message when the backend is down.
+Interrupting a running job (cancel, the backend dying) needs its own launch each.
 """
 
 from __future__ import annotations
