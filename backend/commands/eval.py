@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engines import DEFAULT_ENGINE, ENGINES, create_engine
     from ..errors import TouchupError
-    from ..eval.baselines import METHODS
+    from ..eval.baselines import METHODS, check_methods
     from ..eval.datasets import DatasetError, builtin_cases, load_folder, save_case_folder
     from ..eval.perceptual import Perceptual
     from ..eval.report import write_report
@@ -77,17 +77,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"touchup eval: unknown engine {name!r}; known: {', '.join(ENGINES)}", file=sys.stderr)
         return 2
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(
-            f"touchup eval: unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}",
-            file=sys.stderr,
-        )
-        return 2
     if args.cases < 1:
         print("touchup eval: --cases must be at least 1", file=sys.stderr)
         return 2
     try:
+        check_methods(methods)
         engine = create_engine(name, _options(args.option))
         if args.preset is not None and engine.presets and args.preset not in engine.presets:
             print(

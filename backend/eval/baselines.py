@@ -31,6 +31,7 @@ import numpy as np
 
 from ...shared.geometry import Rect, context_tile
 from ..engines.base import Engine, Preset, RefineParams
+from ..focus import working_size
 from ..imaging import rgb_float
 from ..refine import RefineJob, run_refine
 from .datasets import EvalCase
@@ -114,12 +115,10 @@ def run_nofocus(case: EvalCase, engine: Engine, params: RefineParams) -> MethodR
 
 
 def model_size(preset: Preset) -> tuple[int, int]:
-    """The fixed (width, height) a diffusers pipeline would run at: the preset's square size."""
-    wk = preset.working
-    side = math.sqrt(wk.target_area)
-    mult = max(1, wk.multiple)
-    side = int(min(wk.max_side, max(wk.min_side, round(side / mult) * mult)))
-    return side, side
+    """The fixed (width, height) a diffusers pipeline would run at: the preset's working size
+    for a square crop of its target area."""
+    side = round(math.sqrt(preset.working.target_area))
+    return working_size(side, side, preset.working)
 
 
 def padded_crop_region(mask: np.ndarray, width: int, height: int, pad: int) -> Rect:
@@ -210,4 +209,11 @@ def run_method(name: str, case: EvalCase, engine: Engine, params: RefineParams) 
     return RUNNERS[name](case, engine, params)
 
 
-__all__ = ["METHODS", "MethodResult", "fit_fill", "padded_crop_region", "run_method"]
+def check_methods(methods: list[str]) -> None:
+    """ValueError naming the unknown ones when ``methods`` are not all keys of :data:`METHODS`."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+
+
+__all__ = ["METHODS", "MethodResult", "check_methods", "fit_fill", "padded_crop_region", "run_method"]

@@ -6,6 +6,7 @@ region reaches the engine and comes back -- which is what the benchmark is about
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..engines.base import Engine, RefineParams
 from ..errors import TouchupError
-from .baselines import METHODS, run_method
+from .baselines import METHODS, check_methods, run_method
 from .datasets import EvalCase
 from .metrics import METRICS, Regions, score
 from .perceptual import Perceptual
@@ -74,9 +75,7 @@ def run_eval(
 ) -> EvalResult:
     """Refine each case with each method and score it; see :mod:`.metrics` for the columns."""
     methods = list(methods or METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    check_methods(methods)
     preset_obj = engine.preset(preset)
     engine.load(preset_obj.name)
     kept = set(sample_indices(cases, keep))
@@ -84,8 +83,9 @@ def run_eval(
     samples: list[Sample] = []
     for index, case in enumerate(cases):
         regions = Regions.from_selection(case.mask)
-        params = RefineParams(**{**(base_params or RefineParams()).to_dict(), "preset": preset_obj.name})
-        params.seed = case.seed * 1000 + index
+        params = dataclasses.replace(
+            base_params or RefineParams(), preset=preset_obj.name, seed=case.seed * 1000 + index
+        )
         sample = Sample(case) if index in kept else None
         for method in methods:
             row: dict[str, Any] = {
