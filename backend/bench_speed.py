@@ -101,9 +101,8 @@ def ours(engine: Any, canvas: np.ndarray, case: Case, params: Any) -> dict[str, 
     job = RefineJob(source=source, mask=mask, prompt="", params=params, doc_size=(case.canvas, case.canvas))
     outcome = run_refine(job, engine)
     total = time.perf_counter() - t0
-    meta = outcome.meta or {}
-    engine_t = (meta.get("timings") or {}) if isinstance(meta.get("timings"), dict) else {}
-    return _row(total, outcome.timings, engine_t, meta)
+    engine_t = outcome.meta.get("timings")  # the engine's own stages (diffusion engines)
+    return _row(total, outcome.timings, engine_t if isinstance(engine_t, dict) else {}, outcome.meta)
 
 
 def _row(

@@ -44,12 +44,20 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _download(args: argparse.Namespace) -> int:
-    from .. import models
+def _unknown_preset(name: str) -> bool:
+    """True (after saying so on stderr) when ``name`` is not a preset of the table."""
     from ..engines.presets import PRESETS
 
-    if args.name not in PRESETS:
-        print(f"touchup models: unknown preset {args.name!r}; known: {', '.join(PRESETS)}", file=sys.stderr)
+    if name in PRESETS:
+        return False
+    print(f"touchup models: unknown preset {name!r}; known: {', '.join(PRESETS)}", file=sys.stderr)
+    return True
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .. import models
+
+    if _unknown_preset(args.name):
         return 2
     try:
         folders = models.download(args.name, _models_dir(args), token=args.token)
@@ -69,10 +77,8 @@ def _download(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from .. import models
-    from ..engines.presets import PRESETS
 
-    if args.name not in PRESETS:
-        print(f"touchup models: unknown preset {args.name!r}; known: {', '.join(PRESETS)}", file=sys.stderr)
+    if _unknown_preset(args.name):
         return 2
     problems = models.verify(args.name, _models_dir(args), quick=args.quick)
     for problem in problems:
