@@ -174,10 +174,10 @@ REFINE_PROMPT = "Refine the details of the marked region."
 QWEN_REGENERATE = "Regenerate the marked region from scratch so that it shows: {prompt}"
 QWEN_CALL = {"negative_prompt": " "}
 
-_REFINE_ANYTHING_COMMON: dict[str, Any] = dict(
+#: What every Qwen-Image-Edit preset shares.
+_QWEN_EDIT_COMMON: dict[str, Any] = dict(
     family="qwen-edit",
     pipeline="QwenImageEditPlusPipeline",
-    base=QWEN_2511,
     working=MEGAPIXEL,
     capabilities=QWEN_CAPS,
     call=QWEN_CALL,
@@ -185,6 +185,10 @@ _REFINE_ANYTHING_COMMON: dict[str, Any] = dict(
     default_prompt=REFINE_PROMPT,
     regenerate_prompt=QWEN_REGENERATE,
     vram_gb=QWEN_VRAM,
+)
+_REFINE_ANYTHING_COMMON: dict[str, Any] = dict(
+    _QWEN_EDIT_COMMON,
+    base=QWEN_2511,
     # The authors' pinned environment (diffusers 0.36) predates the 2511 zero-cond-t path and they
     # report colour shifts with other versions, so the LoRA runs as they ran it by default.
     options={"zero_cond_t": False},
@@ -217,34 +221,18 @@ _PRESET_LIST: list[DiffusionPreset] = [
     DiffusionPreset(
         "qwen-image-edit-2511",
         "Qwen-Image-Edit-2511: instruction edits inside the selection; reference as second image.",
-        family="qwen-edit",
-        pipeline="QwenImageEditPlusPipeline",
         base=QWEN_2511,
-        working=MEGAPIXEL,
-        capabilities=QWEN_CAPS,
-        call=QWEN_CALL,
-        guidance_arg="true_cfg_scale",
-        default_prompt=REFINE_PROMPT,
-        regenerate_prompt=QWEN_REGENERATE,
-        vram_gb=QWEN_VRAM,
         defaults={"steps": 40, "guidance": 4.0},
-        options={"zero_cond_t": None},
+        options={"zero_cond_t": None},  # the checkpoint's own setting
+        **_QWEN_EDIT_COMMON,
     ),
     DiffusionPreset(
         "qwen-image-edit-2509",
         "Qwen-Image-Edit-2509: instruction edits inside the selection; reference as second image.",
-        family="qwen-edit",
-        pipeline="QwenImageEditPlusPipeline",
         base=QWEN_2509,
-        working=MEGAPIXEL,
-        capabilities=QWEN_CAPS,
-        call=QWEN_CALL,
-        guidance_arg="true_cfg_scale",
-        default_prompt=REFINE_PROMPT,
-        regenerate_prompt=QWEN_REGENERATE,
-        vram_gb=QWEN_VRAM,
         defaults={"steps": 40, "guidance": 4.0},
-        options={"zero_cond_t": None},
+        options={"zero_cond_t": None},  # the checkpoint's own setting
+        **_QWEN_EDIT_COMMON,
     ),
     DiffusionPreset(
         "flux-kontext",
