@@ -8,6 +8,7 @@ cancel, and the errors they would read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -158,6 +159,22 @@ def test_cancel_stops_at_the_next_step_and_the_engine_keeps_working(tiny):
     assert steps_seen == [1]
     outcome = run_refine(make_job("flux-kontext"), engine)
     assert outcome.layer.shape == (72, 88, 4)
+
+
+@contextlib.contextmanager
+def serving(config):
+    """The backend server in this process (so the tiny-model patches apply), stopped afterwards."""
+    from touchup.backend.server import Server
+
+    server = Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert server.ready.wait(60)
+        yield server
+    finally:
+        server.stop()
+        thread.join(30)
 
 
 def _out_of_memory(*_args):
@@ -347,7 +364,6 @@ def test_out_of_memory_through_the_server_then_it_keeps_serving(tiny, tmp_path, 
 
     from touchup.backend.config import Config
     from touchup.backend.engines.diffusion_flux_kontext import FluxKontextEngine
-    from touchup.backend.server import Server
     from touchup.shared.client import BackendError, Client
 
     fail = threading.Event()
@@ -366,22 +382,14 @@ def test_out_of_memory_through_the_server_then_it_keeps_serving(tiny, tmp_path, 
         engines={"flux-kontext": options},
         log_file=str(tmp_path / "backend.log"),
     )
-    server = Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(60)
-        with Client(config.endpoint) as c:
-            with pytest.raises(BackendError) as err:
-                c.refine(*_request("flux-kontext", "flux-kontext"), timeout=240)
-            assert err.value.code == ErrorCode.OUT_OF_MEMORY
-            assert "memory policy 'cpu'" in err.value.message
-            fail.clear()
-            result = c.refine(*_request("flux-kontext", "flux-kontext"), timeout=240)
-            assert result.frame("result") is not None
-    finally:
-        server.stop()
-        thread.join(30)
+    with serving(config), Client(config.endpoint) as c:
+        with pytest.raises(BackendError) as err:
+            c.refine(*_request("flux-kontext", "flux-kontext"), timeout=240)
+        assert err.value.code == ErrorCode.OUT_OF_MEMORY
+        assert "memory policy 'cpu'" in err.value.message
+        fail.clear()
+        result = c.refine(*_request("flux-kontext", "flux-kontext"), timeout=240)
+        assert result.frame("result") is not None
 
 
 @pytest.mark.skipif(os.environ.get("TOUCHUP_GPU_TESTS") != "1", reason="GPU run: set TOUCHUP_GPU_TESTS=1")
@@ -401,7 +409,6 @@ def test_every_preset_through_the_backend_server(tiny, tmp_path):
     from touchup.backend.config import Config
     from touchup.backend.engines.diffusion_tiny import TINY_OPTIONS
     from touchup.backend.imaging import frame_to_array
-    from touchup.backend.server import Server
     from touchup.shared.client import Client
     from touchup.shared.protocol import Kind
 
@@ -412,11 +419,7 @@ def test_every_preset_through_the_backend_server(tiny, tmp_path):
         engines={family: dict(TINY_OPTIONS) for family in families},
         log_file=str(tmp_path / "backend.log"),
     )
-    server = Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(60)
+    with serving(config):
         mask = make_mask()
         ys, xs = np.nonzero(mask)
         with Client(config.endpoint) as c:
@@ -439,6 +442,3 @@ def test_every_preset_through_the_backend_server(tiny, tmp_path):
                 ]
                 assert steps == [1, 2], (name, steps)
                 assert result.header["meta"]["preset"] == name
-    finally:
-        server.stop()
-        thread.join(30)
