@@ -216,13 +216,15 @@ class Client:
         on_event: Callable[[Message], None] | None = None,
         timeout: float | None = None,
         idle_timeout: float = 10.0,
+        ping_timeout: float = 5.0,
     ) -> Message:
         """Wait for the job submitted as ``req_id`` to finish; return its result message.
 
         ``on_event`` sees every accepted/progress message. Raises :class:`BackendError` for an
         error or cancellation, ``timeout`` when the job exceeds ``timeout``, and ``unreachable``
         when the backend died: after ``idle_timeout`` seconds without news it is pinged (the
-        backend answers pings even while a model loads for minutes), and only silence fails.
+        backend answers pings even while a model loads for minutes), and only silence for
+        ``ping_timeout`` more seconds fails.
         """
         start = time.monotonic()
         skipped: list[Message] = []
@@ -239,7 +241,7 @@ class Client:
                     if timeout is not None and time.monotonic() - start >= timeout:
                         continue
                     try:
-                        self.ping(timeout=5.0)
+                        self.ping(timeout=ping_timeout)
                     except BackendError:
                         raise BackendError(
                             ErrorCode.UNREACHABLE, f"the backend at {self.endpoint} stopped answering"
@@ -253,7 +255,7 @@ class Client:
                 if msg.kind == Kind.ERROR:
                     raise BackendError.from_message(msg)
                 if msg.kind == Kind.CANCELLED:
-                    raise BackendError("cancelled", "the job was cancelled")
+                    raise BackendError(ErrorCode.CANCELLED, "the job was cancelled")
                 if on_event is not None:
                     on_event(msg)
         finally:

@@ -71,6 +71,7 @@ class ErrorCode:
     # Client-side only (never sent by the backend):
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
+    CANCELLED = "cancelled"  # the job ended with a ``cancelled`` message
 
 
 class ProtocolError(Exception):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from touchup.shared.capabilities import engines_of, preset_missing
 from touchup.shared.client import BackendError, Client, refine_request
 from touchup.shared.frames import Frame
 from touchup.shared.protocol import ErrorCode, Kind, Message
@@ -36,7 +37,7 @@ def user_message(exc: BackendError, endpoint: str) -> str:
     """The text GIMP shows for a failed refine: the backend's own human message, or how to start it."""
     if exc.code == ErrorCode.UNREACHABLE:
         return start_hint(endpoint)
-    if exc.code == "cancelled":
+    if exc.code == ErrorCode.CANCELLED:
         return "Touchup: the refine was cancelled."
     text = f"Touchup could not refine the selection: {exc.message}"
     if exc.code == ErrorCode.MODEL_MISSING:
@@ -47,20 +48,16 @@ def user_message(exc: BackendError, endpoint: str) -> str:
 def presets_from_hello(hello: dict[str, Any]) -> list[str]:
     """``engine/preset`` names a user can pick, from the ``engines`` of the backend's capabilities.
 
-    Engines that report themselves unavailable (libraries or weights missing) are left out;
-    the backend's default engine comes first so that the dialog's first entry is what an
-    empty preset would use anyway.
+    Presets that cannot run on this backend (libraries or weights missing) are left out; the
+    backend's default engine comes first so that the dialog's first entry is what an empty
+    preset would use anyway.
     """
-    caps = hello.get("capabilities") or {}
-    engines = caps.get("engines") or hello.get("engines") or []
-    default_engine = caps.get("default_engine")
-    names: list[str] = []
-    for engine in sorted(engines, key=lambda e: e.get("name") != default_engine):
-        if not (engine.get("available") or {}).get("ok", True):
-            continue
-        for preset in engine.get("presets") or []:
-            names.append(f"{engine.get('name')}/{preset.get('name')}")
-    return names
+    return [
+        f"{engine.get('name')}/{preset.get('name')}"
+        for engine in engines_of(hello)
+        for preset in engine.get("presets") or []
+        if not preset_missing(engine, preset)
+    ]
 
 
 def split_preset(text: str) -> tuple[str | None, str | None]:

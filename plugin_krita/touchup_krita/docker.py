@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from touchup.shared.capabilities import preset_missing
+
 from .config import SOURCE_LAYER, SOURCE_VISIBLE, PluginConfig, RefineSettings
 from .document import layer_choices
 from .jobs import CHECKING, CONNECTED, NOT_RUNNING, STARTING
@@ -150,7 +152,7 @@ class SettingsForm(QtWidgets.QWidget):
                 self.preset.addItem(f"{engine.get('name')} · {p.get('name')}", data)
                 index = self.preset.count() - 1
                 tip = p.get("description") or engine.get("description") or ""
-                missing = _preset_missing(engine, p)
+                missing = preset_missing(engine, p)
                 if missing:
                     tip = f"{tip}\nNot available: {missing}".strip()
                     self.preset.model().item(index).setEnabled(False)
@@ -430,18 +432,6 @@ def stage_text(stage: str) -> str:
     head, _, tail = stage.partition(" ")
     text = STAGE_TEXT.get(head, head.capitalize() or "Running")
     return f"{text} (region {tail})" if tail else text
-
-
-def _preset_missing(engine: dict[str, Any], preset: dict[str, Any]) -> str:
-    """Why a preset cannot run on this backend (missing weights...), or "" when it can."""
-    available = engine.get("available") or {}
-    per_preset = available.get("presets") or {}
-    ok = per_preset.get(preset.get("name"), available.get("ok", True)) and preset.get("present", True)
-    if ok:
-        return ""
-    if preset.get("download"):
-        return f"models not downloaded; run `{preset['download']}`"
-    return str(available.get("reason") or "not available on this backend")
 
 
 def _select(combo: QtWidgets.QComboBox, data: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from touchup.shared.protocol import ErrorCode
 
-CANCELLED = "cancelled"
+CANCELLED = ErrorCode.CANCELLED
 
 HUMAN: dict[str, str] = {
     ErrorCode.EMPTY_MASK: "Nothing is selected in that region. Select the area to refine first.",

@@ -81,3 +81,28 @@ def test_job_reports_progress_and_returns_the_layer(backend: str) -> None:
     out = result.frame("result")
     assert out.desc.dtype == "u16" and out.desc.channels == 4
     assert events and all(0.0 <= e.fraction <= 1.0 for e in events)
+
+
+def test_presets_whose_weights_are_missing_are_not_offered() -> None:
+    """An engine can be importable while one of its presets has no weights downloaded."""
+    hello = {
+        "capabilities": {
+            "default_engine": "qwen-edit",
+            "engines": [
+                {"name": "classic", "presets": [{"name": "default"}], "available": {"ok": True}},
+                {
+                    "name": "qwen-edit",
+                    "presets": [
+                        {
+                            "name": "refine-anything",
+                            "present": False,
+                            "download": "touchup models download refine-anything",
+                        },
+                        {"name": "qwen-image-edit-2509", "present": True},
+                    ],
+                    "available": {"ok": True},
+                },
+            ],
+        }
+    }
+    assert transport.presets_from_hello(hello) == ["qwen-edit/qwen-image-edit-2509", "classic/default"]
