@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -165,12 +165,17 @@ def run_refine(
 
         stage = "refine" if n == 1 else f"refine {k}/{n}"
         t0 = time.perf_counter()
+        # The crop's size in tile pixels before resizing, so an engine that works at the photo's
+        # own scale need not guess it back from the resampled pixels.
+        region_params = replace(
+            params, extra={**params.extra, "native_size": (region.rect.width, region.rect.height)}
+        )
         output = engine.refine(
             image,
             crop_mask,
             references,
             job.prompt,
-            params,
+            region_params,
             lambda _stage, step, total, preview, _s=stage: report(_s, step, total, preview),
             cancelled,
         )

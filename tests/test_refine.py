@@ -445,3 +445,22 @@ def test_strength_is_not_applied_twice_when_the_engine_used_it(applied):
     job = RefineJob(src, mask, params=RefineParams(strength=0.5, feather=0, color_correct=False))
     layer = run_refine(job, StrengthEngine()).layer
     assert layer[32, 32, 3] == (255 if applied else 128)
+
+
+def test_engine_is_told_the_crop_size_before_upsampling():
+    """Engines that work at the photo's own scale get it from the pipeline, not by guessing."""
+    seen = []
+
+    class Recorder(FakeEngine):
+        def refine(self, crop, mask, references, prompt, params, on_progress, is_cancelled):
+            seen.append((params.extra["native_size"], crop.shape[1::-1]))
+            return super().refine(crop, mask, references, prompt, params, on_progress, is_cancelled)
+
+    src = gradient(120, 160, 3, np.dtype(np.uint8))
+    job = RefineJob(src, rect_mask(120, 160, (70, 50, 12, 10)), doc_size=(160, 120))
+    outcome = run_refine(job, Recorder())
+    ((native, work),) = seen
+    rect = outcome.regions[0]
+    assert native == (rect.width, rect.height)
+    assert work[0] > native[0] and work[1] > native[1]  # it was upsampled for the engine
+    assert job.params.extra == {}  # the caller's parameters are left as they were

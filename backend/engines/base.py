@@ -66,6 +66,8 @@ class RefineParams:
     mode: str = "refine"  # "refine" | "regenerate"
     color_correct: bool = True
     preset: str | None = None
+    #: Anything else. The job pipeline sets ``native_size``: the focus crop's (width, height)
+    #: in tile pixels before it was resized to the engine's working size.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -121,11 +121,11 @@ class ClassicEngine(Engine):
             uncovered = bool((covered[region] < 0.999).any())
             if uncovered:
                 # Parts of the selection the reference does not show: restore those instead.
-                restored = restore(crop, region)
+                restored = restore(crop, region, native=params.extra.get("native_size"))
                 result = covered[:, :, None] * result + (1 - covered[:, :, None]) * restored
             meta["restoration"] = "uncovered parts only" if uncovered else "none"
         else:
-            result = restore(crop, region)
+            result = restore(crop, region, native=params.extra.get("native_size"))
             meta["restoration"] = "reference-free"
             advance("restore")
 

@@ -113,18 +113,23 @@ def blockiness(image: np.ndarray, period: int = 8) -> float:
 
 
 def restore(
-    image: np.ndarray, region: np.ndarray | None = None, amount: float = 0.25, noise_factor: float = 1.0
+    image: np.ndarray,
+    region: np.ndarray | None = None,
+    amount: float = 0.25,
+    noise_factor: float = 1.0,
+    native: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Reference-free restoration of a float RGB image, at the scale its damage was made.
 
     An enlarged focus crop is taken back to the photo's own pixels (see ``classic_native``),
     restored there, and only the change is enlarged and added back, so it gets the same
-    treatment as the photo itself would.
+    treatment as the photo itself would. ``native`` is that size when the caller knows it (the
+    job pipeline does: ``params.extra["native_size"]``); otherwise it is detected.
     """
-    size = native_size(image)
-    if size is None:
-        return restore_native(image, region, amount, noise_factor)
     h, w = image.shape[:2]
+    size = tuple(native) if native else native_size(image)
+    if size is None or size[0] >= w or size[1] >= h:  # not enlarged: restore as it is
+        return restore_native(image, region, amount, noise_factor)
     small = unenlarge(image, *size)
     small_region = None
     if region is not None:
