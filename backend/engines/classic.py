@@ -157,14 +157,16 @@ class ClassicEngine(Engine):
         warped, valid = warp_to_crop(ref, h, size, cv2.INTER_CUBIC)
         warped = np.clip(warped, 0.0, 1.0)
         covered = np.clip((valid - 0.99) / 0.01, 0.0, 1.0).astype(np.float32)
+        # Fully covered pixels. Not ``covered >= 1``: float rounding leaves it a hair below 1.
+        full = valid >= 0.999
         # Tone: fit on context the user did not select, a few pixels away from the selection.
         near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-        context = ~near & (covered >= 1.0)
+        context = ~near & full
         if context.sum() >= MIN_TONE_PIXELS:
             curves = fit_tone(warped, crop, context)
         else:
             sigma = max(2.0, min(size) / 40.0)
             curves = fit_tone(
-                cv2.GaussianBlur(warped, (0, 0), sigma), cv2.GaussianBlur(crop, (0, 0), sigma), covered >= 1.0
+                cv2.GaussianBlur(warped, (0, 0), sigma), cv2.GaussianBlur(crop, (0, 0), sigma), full
             )
         return apply_tone(warped, curves), covered
