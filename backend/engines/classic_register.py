@@ -313,7 +313,8 @@ class Registrar:
         to_small = np.diag([size[0] / w, size[1] / h, 1.0])
         h_fine = h_full @ np.linalg.inv(to_small)
         crop_g = gray8(cv2.resize(self.crop, size, interpolation=cv2.INTER_AREA)).astype(np.float32)
-        warped, valid = warp_to_crop(gray8(ref).astype(np.float32), h_fine, size)
+        ref_g = gray8(ref).astype(np.float32)
+        warped, valid = warp_to_crop(ref_g, h_fine, size)
         covered = valid > 0.99
         region = cv2.resize(self.mask, size, interpolation=cv2.INTER_LINEAR) > 0
         near = cv2.dilate(region.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
@@ -331,6 +332,20 @@ class Registrar:
         shift = float(np.hypot(*(p0[:2] / p0[2] - p1[:2] / p1[2])))
         limit = 3.0 * local_scale(h_full, cx, cy) / self.scale
         if shift > limit or plausibility(candidate, (0, 0, w, h))[0]:
+            return h_full
+        # The context can pull the fit off the region (a reference whose surroundings differ
+        # from the photo's): keep the refinement only if the region's own low frequencies,
+        # which the damage spares, agree with it at least as well.
+        # (Half the validation low-pass: coarse enough to ignore the damage, fine enough to see
+        # a shift of a few pixels.)
+        sigma = 0.5 * self.sigma * size[0] / self.small_gray.shape[1]
+        low = lambda im: cv2.GaussianBlur(im, (0, 0), sigma)  # noqa: E731
+        fine_warped, fine_valid = warp_to_crop(ref_g, h_fine @ residual, size)
+        sel = region & covered & (fine_valid > 0.99)
+        before, _ = _ncc(low(crop_g), low(warped), sel)
+        after, _ = _ncc(low(crop_g), low(fine_warped), sel)
+        reg.metrics.update(fine_region_ncc=after)
+        if after < before:
             return h_full
         reg.model += "+fine"
         return candidate
