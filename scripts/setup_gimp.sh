@@ -58,6 +58,8 @@ fi
 need=()
 command -v zstd >/dev/null || need+=(zstd)
 command -v debootstrap >/dev/null || [[ -f "$tarball" ]] || need+=(debootstrap)
+# Ubuntu hosts lack Debian's archive key, which debootstrap needs to verify trixie.
+[[ -f /usr/share/keyrings/debian-archive-keyring.gpg || -f "$tarball" ]] || need+=(debian-archive-keyring)
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     # Wait for the dpkg lock rather than failing when another apt run holds it.
