@@ -62,6 +62,9 @@ class Config:
     idle_unload_s: float = 600.0
     models_dir: str | None = None  # extra folder searched before the Hugging Face cache
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: name -> "package.module:Class": engines outside the product's table, for benchmarks and
+    #: tests (a test engine is offered only by a backend configured to offer it).
+    extra_engines: dict[str, str] = field(default_factory=dict)
 
     def engine_options(self, name: str) -> dict[str, Any]:
         opts = dict(self.engines.get(name, {}))

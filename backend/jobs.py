@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .refine import RefineJob
+from .pipeline.refine import RefineJob
 
 _job_ids = itertools.count(1)
 

@@ -17,10 +17,22 @@ from .config import Config
 from .engines import ENGINES, engine_class
 from .engines.base import RefineParams
 from .errors import BadInput
-from .imaging import frame_to_array, mask_to_float
-from .refine import RefineJob
+from .pipeline.imaging import frame_to_array, mask_to_float
+from .pipeline.refine import RefineJob
 
 MODES = ("refine", "regenerate")
+
+
+_PRESETS: dict[tuple[str, int], list[str]] = {}
+
+
+def engine_presets(engine: str, config: Config) -> list[str]:
+    """The preset names of ``engine`` as configured. Presets belong to an engine instance (its
+    options may change them), so an instance is made once per engine, without loading a model."""
+    key = (engine, id(config))
+    if key not in _PRESETS:
+        _PRESETS[key] = list(engine_class(engine)(config.engine_options(engine)).presets)
+    return _PRESETS[key]
 
 
 def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
@@ -62,7 +74,7 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
             f"unknown engine {engine!r}; this backend has: {', '.join(ENGINES)}", ErrorCode.UNKNOWN_ENGINE
         )
     preset = h.get("preset") or None
-    presets = engine_class(engine).presets
+    presets = engine_presets(engine, config)
     if preset is not None and presets and preset not in presets:
         raise BadInput(
             f"engine {engine!r} has no preset {preset!r}; it has: {', '.join(presets)}",

@@ -23,9 +23,9 @@ from .config import Config
 from .engines import create_engine
 from .engines.base import Engine
 from .errors import Cancelled, TouchupError
-from .imaging import NUMPY_DTYPES, array_to_frame, from_float, to_float
 from .jobs import Job, JobQueue
-from .refine import run_refine
+from .pipeline.imaging import NUMPY_DTYPES, array_to_frame, from_float, to_float
+from .pipeline.refine import run_refine
 
 log = logging.getLogger("touchup.worker")
 

@@ -145,7 +145,7 @@ def configured_endpoint() -> str:
 def plugin_config(opts: Options) -> bytes:
     """``config.json`` for the plugins: how their Start button launches this environment's
     backend (absolute interpreter path; ``{endpoint}`` is filled in by the plugin)."""
-    from ..backend.launch import backend_command
+    from ..backend.app.launch import backend_command
 
     data = {
         "backend_command": shlex.join(backend_command("{endpoint}")),

@@ -19,7 +19,12 @@ from typing import Any
 
 import pytest
 
+from touchup.backend.engines import register_engine
+from touchup.backend.tools.bench_engines import IDENTITY
 from touchup.shared.client import BackendError, Client
+
+# In-process tests (the pipeline, eval) use the identity engine by name too.
+register_engine("identity", IDENTITY)
 
 
 def free_endpoint() -> str:
@@ -58,6 +63,8 @@ class BackendProcess:
         self.log_path = workdir / "backend.log"
         self.config_path = workdir / "config.toml"
         config.setdefault("engine", "classic")
+        # Test engines exist only where a backend is configured to offer them.
+        config.setdefault("extra_engines", {"identity": IDENTITY})
         config.setdefault("log_file", str(self.log_path))
         self.config_path.write_text(_toml(config))
         self.proc = subprocess.Popen(

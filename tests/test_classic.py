@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from touchup.backend.engines import create_engine
-from touchup.backend.engines.base import RefineParams
+from touchup.backend.engines.base import EngineRequest, RefineParams
 from touchup.backend.engines.classic_native import native_size, unenlarge
 from touchup.backend.engines.classic_register import plausibility
 from touchup.backend.errors import Cancelled
-from touchup.backend.example import make_example, region_psnr
-from touchup.backend.focus import resize
-from touchup.backend.refine import RefineJob, run_refine
+from touchup.backend.pipeline.focus import resize
+from touchup.backend.pipeline.refine import RefineJob, run_refine
+from touchup.backend.tools.example import make_example, region_psnr
 
 #: Required improvement of the selected region with the true reference, and the most a
 #: useless or missing reference may cost.
@@ -154,9 +154,7 @@ def test_strength_blends_with_the_input(example, engine):
     ref = example.reference.astype(np.float32) / 255
 
     def run(strength):
-        return engine.refine(
-            crop, mask, [ref], "", RefineParams(strength=strength), lambda *a: None, lambda: False
-        ).image
+        return engine.refine(EngineRequest(crop, mask, [ref], "", RefineParams(strength=strength))).image
 
     full, half, none = run(1.0), run(0.5), run(0.0)
     assert np.array_equal(none, crop)
@@ -170,11 +168,19 @@ def test_progress_and_cancel(example, engine):
     mask = np.zeros(crop.shape[:2], np.float32)
     mask[80:240, 80:240] = 1
     events = []
-    engine.refine(crop, mask, [], "", RefineParams(), lambda *e: events.append(e), lambda: False)
+    engine.refine(EngineRequest(crop, mask, [], "", RefineParams(), on_progress=lambda *e: events.append(e)))
     assert events and events[-1][1] == events[-1][2]  # last step reports completion
     with pytest.raises(Cancelled):
         engine.refine(
-            crop, mask, [example.reference / 255.0], "", RefineParams(), lambda *e: None, lambda: True
+            EngineRequest(
+                crop,
+                mask,
+                [example.reference / 255.0],
+                "",
+                RefineParams(),
+                on_progress=lambda *e: None,
+                is_cancelled=lambda: True,
+            )
         )
 
 
@@ -188,7 +194,7 @@ def test_restoration_removes_measurable_noise(example, engine):
     size = (clean.shape[1] * 3, clean.shape[0] * 3)
     crop = np.clip(cv2.resize(noisy, size, interpolation=cv2.INTER_CUBIC), 0, 1)
     mask = np.ones(crop.shape[:2], np.float32)
-    out = engine.refine(crop, mask, [], "", RefineParams(), lambda *a: None, lambda: False)
+    out = engine.refine(EngineRequest(crop, mask, [], "", RefineParams()))
     assert out.meta["restoration"] == "reference-free"
 
     def psnr_back(image):
@@ -233,8 +239,8 @@ def test_jpeg_region_with_a_relit_reference_does_no_harm(engine, index):
     another pose, scale and lighting (7: cell texture, 21: a logo): the JPEG input is already
     close in tone and coarse structure, so a transfer with the reference's own lighting, or
     registered a few pixels off, would lose to leaving the region alone."""
-    from touchup.backend.eval.baselines import run_ours
-    from touchup.backend.eval.datasets import make_case
+    from touchup.backend.tools.eval.baselines import run_ours
+    from touchup.backend.tools.eval.datasets import make_case
 
     case = make_case(index)
     assert case.degradation == "jpeg" and case.references

@@ -90,8 +90,6 @@ def test_refine_starts_a_backend_when_none_runs(tmp_path):
         str(tmp_path / "o.png"),
         "--endpoint",
         endpoint,
-        "--engine",
-        "identity",
     )
     assert r.returncode == 0, r.stderr
     assert "starting one for this call" in r.stderr
@@ -153,7 +151,7 @@ def test_help_lists_the_commands():
 )
 def test_bundled_example_through_cli_and_backend(backend, tmp_path, reference, min_gain):
     """The quick start's job, end to end: >= 6 dB with the real reference, no harm without one."""
-    from touchup.backend.example import read_image, region_psnr
+    from touchup.backend.tools.example import read_image, region_psnr
 
     r = touchup("example", "make", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -184,7 +182,7 @@ def test_serve_flags_override_config_and_engine_options(tmp_path):
     """Every setting can come from a flag; engine options too (ENGINE.KEY=VALUE)."""
     import time
 
-    from touchup.backend.commands.serve import parse_engine_option
+    from touchup.backend.app.commands.serve import parse_engine_option
     from touchup.shared.client import Client
 
     assert parse_engine_option("qwen-edit.memory_policy=model_offload") == (

@@ -23,7 +23,7 @@ pytest.importorskip("diffusers")
 from touchup.backend.engines.base import RefineParams  # noqa: E402
 from touchup.backend.engines.presets import PRESETS  # noqa: E402
 from touchup.backend.errors import Cancelled, EngineError  # noqa: E402
-from touchup.backend.refine import RefineJob, run_refine  # noqa: E402
+from touchup.backend.pipeline.refine import RefineJob, run_refine  # noqa: E402
 from touchup.shared.protocol import ErrorCode  # noqa: E402
 
 pytestmark = [pytest.mark.diffusion, pytest.mark.slow]
@@ -313,7 +313,7 @@ def test_presets_are_described_for_the_plugins(tiny):
 
 
 def _request(preset: str, engine: str, steps: int = 2):
-    from touchup.backend.imaging import array_to_frame
+    from touchup.backend.pipeline.imaging import array_to_frame
     from touchup.shared.client import refine_request
 
     return refine_request(
@@ -330,7 +330,7 @@ def _request(preset: str, engine: str, steps: int = 2):
 
 def test_refine_through_the_backend_process(tiny, backend_factory):
     """A real ``touchup serve`` child: hello lists the presets, a job streams progress and a layer."""
-    from touchup.backend.imaging import frame_to_array
+    from touchup.backend.pipeline.imaging import frame_to_array
     from touchup.shared.protocol import Kind
 
     options = {"device": "cpu", "working_area": 64 * 64, "min_side": 32, "max_side": 128}
@@ -408,7 +408,7 @@ def test_every_preset_through_the_backend_server(tiny, tmp_path):
 
     from touchup.backend.config import Config
     from touchup.backend.engines.diffusion_tiny import TINY_OPTIONS
-    from touchup.backend.imaging import frame_to_array
+    from touchup.backend.pipeline.imaging import frame_to_array
     from touchup.shared.client import Client
     from touchup.shared.protocol import Kind
 

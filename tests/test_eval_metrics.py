@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from touchup.backend.eval import metrics
-from touchup.backend.eval.datasets import (
+from touchup.backend.tools.eval import metrics
+from touchup.backend.tools.eval.datasets import (
     CATEGORIES,
     DEGRADATIONS,
     SIZES,
@@ -19,7 +19,7 @@ from touchup.backend.eval.datasets import (
     make_case,
     save_case_folder,
 )
-from touchup.backend.eval.metrics import PSNR_CAP, Regions, score
+from touchup.backend.tools.eval.metrics import PSNR_CAP, Regions, score
 
 H, W = 96, 128
 

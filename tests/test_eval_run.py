@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from touchup.backend.cli import main
+from touchup.backend.app.cli import main
 from touchup.backend.engines import create_engine
 from touchup.backend.engines.base import Engine, EngineOutput, Preset, RefineParams, WorkingSize
-from touchup.backend.eval.baselines import METHODS, fit_fill, padded_crop_region, run_method
-from touchup.backend.eval.datasets import builtin_cases, save_case_folder
-from touchup.backend.eval.runner import run_eval
+from touchup.backend.tools.eval.baselines import METHODS, fit_fill, padded_crop_region, run_method
+from touchup.backend.tools.eval.datasets import builtin_cases, save_case_folder
+from touchup.backend.tools.eval.runner import run_eval
 
 CI_CASES = 8
 

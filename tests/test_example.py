@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from touchup.backend.cli import main
-from touchup.backend.example import make_example, make_sheet, read_image
+from touchup.backend.app.cli import main
+from touchup.backend.tools.example import make_example, make_sheet, read_image
 
 FILES = ["input.png", "mask.png", "reference.png", "clean.png", "unrelated_reference.png"]
 

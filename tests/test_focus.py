@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from touchup.backend.engines.base import WorkingSize
-from touchup.backend.focus import (
+from touchup.backend.pipeline.focus import (
     find_islands,
     focus_crop,
     merge_islands,
@@ -20,7 +20,7 @@ from touchup.backend.focus import (
     resize_part,
     working_size,
 )
-from touchup.backend.imaging import rgb_float
+from touchup.backend.pipeline.imaging import rgb_float
 from touchup.shared.geometry import Rect
 
 

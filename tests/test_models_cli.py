@@ -17,7 +17,7 @@ from tiny_models import require_diffusion, tiny_hub, use_hub, writable_copy
 require_diffusion()
 pytest.importorskip("huggingface_hub")
 
-from touchup.backend.cli import main  # noqa: E402
+from touchup.backend.app.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.diffusion
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from touchup.backend.pasteback import blend_region, drift_field, feather_alpha, new_layer
+from touchup.backend.pipeline.pasteback import blend_region, drift_field, feather_alpha, new_layer
 from touchup.shared.geometry import Rect
 
 

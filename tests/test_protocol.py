@@ -8,7 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from touchup.backend.imaging import array_to_frame, frame_to_array
+from touchup.backend.pipeline.imaging import array_to_frame, frame_to_array
 from touchup.shared.client import refine_request
 from touchup.shared.frames import Frame, FrameDesc, FrameError
 from touchup.shared.protocol import (

@@ -16,13 +16,14 @@ from touchup.backend.engines.base import (
     Capabilities,
     Engine,
     EngineOutput,
+    EngineRequest,
     Preset,
     RefineParams,
     WorkingSize,
 )
-from touchup.backend.engines.identity import IdentityEngine
 from touchup.backend.errors import BadInput, Cancelled, EngineError
-from touchup.backend.refine import RefineJob, run_refine
+from touchup.backend.pipeline.refine import RefineJob, run_refine
+from touchup.backend.tools.bench_engines import IdentityEngine
 from touchup.shared.geometry import Rect
 from touchup.shared.protocol import ErrorCode
 
@@ -56,7 +57,8 @@ class FakeEngine(Engine):
         self.paint, self.offset, self.noise = paint, offset, noise
         self.calls: list[dict] = []
 
-    def refine(self, crop, mask, references, prompt, params, on_progress, is_cancelled):
+    def refine(self, request: EngineRequest) -> EngineOutput:
+        crop, mask, references = request.crop, request.mask, request.references
         self.calls.append(
             {"shape": crop.shape, "mask_shape": mask.shape, "max": float(crop.max()), "refs": len(references)}
         )
@@ -66,10 +68,10 @@ class FakeEngine(Engine):
         if self.paint is not None:
             out[mask > 0] = np.float32(self.paint) + np.float32(self.offset)
         for step in (1, 2):
-            if is_cancelled():
+            if request.is_cancelled():
                 raise Cancelled()
-            on_progress("denoise", step, 2, None)
-        return EngineOutput(out, {"fake": True, "calls": len(self.calls)})
+            request.on_progress("denoise", step, 2, None)
+        return EngineOutput(out, meta={"fake": True, "calls": len(self.calls)})
 
 
 def gradient(h: int, w: int, channels: int, dtype: np.dtype, hdr: bool = False) -> np.ndarray:
@@ -381,8 +383,8 @@ class BrokenEngine(FakeEngine):
         super().__init__()
         self.result = result
 
-    def refine(self, crop, mask, references, prompt, params, on_progress, is_cancelled):
-        return EngineOutput(self.result(crop))
+    def refine(self, request: EngineRequest) -> EngineOutput:
+        return EngineOutput(self.result(request.crop))
 
 
 @pytest.mark.parametrize(
@@ -404,7 +406,8 @@ def test_references_reach_the_engine_as_float_rgb_and_engines_may_work_in_place(
     keep = source.copy()
 
     class InPlace(FakeEngine):
-        def refine(self, crop, mask, references, prompt, params, on_progress, is_cancelled):
+        def refine(self, request: EngineRequest) -> EngineOutput:
+            crop, references = request.crop, request.references
             assert [r.dtype for r in references] == [np.float32, np.float32]
             assert [r.shape for r in references] == [(10, 12, 3), (7, 9, 3)]
             crop[:] = 0.5  # scribbling over its input must not reach the caller's arrays
@@ -435,9 +438,9 @@ def test_strength_is_not_applied_twice_when_the_engine_used_it(applied):
     """Inpainting engines take strength as denoising strength; the blend must then not halve it again."""
 
     class StrengthEngine(FakeEngine):
-        def refine(self, *args, **kwargs):
-            out = super().refine(*args, **kwargs)
-            out.meta["strength_applied"] = applied
+        def refine(self, request: EngineRequest) -> EngineOutput:
+            out = super().refine(request)
+            out.strength_applied = applied
             return out
 
     src = gradient(64, 64, 3, np.dtype(np.uint8))
@@ -452,9 +455,9 @@ def test_engine_is_told_the_crop_size_before_upsampling():
     seen = []
 
     class Recorder(FakeEngine):
-        def refine(self, crop, mask, references, prompt, params, on_progress, is_cancelled):
-            seen.append((params.extra["native_size"], crop.shape[1::-1]))
-            return super().refine(crop, mask, references, prompt, params, on_progress, is_cancelled)
+        def refine(self, request: EngineRequest) -> EngineOutput:
+            seen.append((request.native_size, request.crop.shape[1::-1]))
+            return super().refine(request)
 
     src = gradient(120, 160, 3, np.dtype(np.uint8))
     job = RefineJob(src, rect_mask(120, 160, (70, 50, 12, 10)), doc_size=(160, 120))
@@ -463,4 +466,3 @@ def test_engine_is_told_the_crop_size_before_upsampling():
     rect = outcome.regions[0]
     assert native == (rect.width, rect.height)
     assert work[0] > native[0] and work[1] > native[1]  # it was upsampled for the engine
-    assert job.params.extra == {}  # the caller's parameters are left as they were

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from touchup.backend.imaging import array_to_frame, frame_to_array
+from touchup.backend.pipeline.imaging import array_to_frame, frame_to_array
 from touchup.shared.client import BackendError, Client, refine_request
 from touchup.shared.protocol import ErrorCode, Kind
 

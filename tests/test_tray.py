@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import free_endpoint, skip_or_fail
 
-from touchup.backend.tray import (
+from touchup.backend.app.tray import (
     BUSY,
     COLOURS,
     IDLE,

@@ -9,9 +9,9 @@ CPU ``classic`` engine and the diffusion engines interchangeable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -66,19 +66,50 @@ class RefineParams:
     mode: str = "refine"  # "refine" | "regenerate"
     color_correct: bool = True
     preset: str | None = None
-    #: Anything else. The job pipeline sets ``native_size``: the focus crop's (width, height)
-    #: in tile pixels before it was resized to the engine's working size.
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _no_progress(stage: str, step: int, total: int, preview: np.ndarray | None) -> None:
+    """The default progress sink: engines may always call ``on_progress``."""
+
+
+def _never_cancelled() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One focus crop handed to an engine: everything it may read, as typed fields.
+
+    ``crop`` is HxWx3 float32 RGB in [0, 1] at the engine's working size and ``mask`` the
+    selection (HxW float32) at that size; ``references`` are float32 RGB images of any size.
+    ``native_size`` is the crop's (width, height) in document pixels before it was resized, so an
+    engine that works at the photo's own scale need not guess it back from resampled pixels.
+    """
+
+    crop: np.ndarray
+    mask: np.ndarray
+    references: Sequence[np.ndarray] = ()
+    prompt: str = ""
+    params: RefineParams = field(default_factory=RefineParams)
+    native_size: tuple[int, int] | None = None
+    on_progress: ProgressFn = _no_progress
+    is_cancelled: CancelFn = _never_cancelled
+
+
 @dataclass
 class EngineOutput:
-    """The refined crop (float32 RGB, same size as the input crop) and what the engine reports."""
+    """The refined crop (float32 RGB, same size as the input crop) and what the engine reports.
+
+    ``strength_applied`` tells paste-back that the engine already used ``params.strength`` (as a
+    denoising strength), so paste-back must not blend with it a second time. ``meta`` is
+    informational only: it is reported to the user in the result and never read by the pipeline.
+    """
 
     image: np.ndarray
+    strength_applied: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,33 +126,37 @@ class Preset:
 
 
 class Engine(ABC):
-    """One model family. Subclasses set ``name``/``presets`` and implement the three methods.
+    """One model family. Subclasses set ``name``, fill ``presets`` and implement ``refine``.
 
     The backend calls ``load`` once (on the worker thread that owns the device), then
     ``refine`` for each region of each job, and ``unload`` when switching engines, idling out
     or shutting down.
     """
 
-    name: str = "engine"
-    description: str = ""
-    #: Presets by name; the first one is the default.
-    presets: dict[str, Preset] = {}
+    name: ClassVar[str] = "engine"
+    description: ClassVar[str] = ""
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
+        #: Presets by name, the first one the default. They belong to the instance because an
+        #: engine's options may change them (a diffusion engine's step count, a model folder);
+        #: validation therefore asks an engine instance, never the class.
+        self.presets: Mapping[str, Preset] = self.make_presets()
+
+    def make_presets(self) -> Mapping[str, Preset]:
+        """This engine's presets for its options. An engine without named presets has one."""
+        return {"default": Preset("default")}
 
     # -- description -------------------------------------------------------------------------
     def preset(self, name: str | None) -> Preset:
         """The named preset (or the default). Raises KeyError for an unknown name."""
-        if not self.presets:
-            return Preset("default")
         if name is None:
             return next(iter(self.presets.values()))
         return self.presets[name]
 
     def describe(self) -> dict[str, Any]:
         """What ``hello`` says about this engine: presets, capabilities, working sizes, defaults."""
-        presets = self.presets or {"default": Preset("default")}
+        presets = self.presets
         return {
             "name": self.name,
             "description": self.description,
@@ -148,21 +183,13 @@ class Engine(ABC):
         """Make the engine ready (load weights to the device). Idempotent."""
 
     @abstractmethod
-    def refine(
-        self,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-        on_progress: ProgressFn,
-        is_cancelled: CancelFn,
-    ) -> EngineOutput:
-        """Refine ``crop`` (HxWx3 float32 RGB in [0,1]) where ``mask`` (HxW float32) is non-zero.
+    def refine(self, request: EngineRequest) -> EngineOutput:
+        """Refine ``request.crop`` where ``request.mask`` is non-zero.
 
-        ``references`` are float32 RGB images of any size. Returns an image of the crop's size;
-        pixels outside the mask may be anything (paste-back restores them) but should stay
-        close to the input there, because paste-back estimates colour drift from them.
+        Returns an image of the crop's size; pixels outside the mask may be anything (paste-back
+        restores them) but should stay close to the input there, because paste-back estimates
+        colour drift from them. Long work calls ``request.is_cancelled()`` often and raises
+        ``Cancelled`` once it turns true.
         """
 
     def unload(self) -> None:

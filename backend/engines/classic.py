@@ -16,17 +16,8 @@ import cv2
 import numpy as np
 
 from ..errors import Cancelled
-from ..imaging import rgb_float
-from .base import (
-    CancelFn,
-    Capabilities,
-    Engine,
-    EngineOutput,
-    Preset,
-    ProgressFn,
-    RefineParams,
-    WorkingSize,
-)
+from ..pipeline.imaging import rgb_float
+from .base import Capabilities, Engine, EngineOutput, EngineRequest, Preset, WorkingSize
 from .classic_register import Registrar, Registration, local_scale, warp_to_crop
 from .classic_restore import apply_tone, fit_tone, restore
 
@@ -41,41 +32,34 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
     return np.clip(rgb_float(np.asarray(img)), 0.0, 1.0)
 
 
+#: ~0.6 MP: small selections get upsampled enough for sub-pixel registration while the CPU work
+#: stays around a second. Large crops keep their native resolution: shrinking and re-enlarging
+#: them would itself lose the detail we restore.
+DEFAULT_PRESET = Preset(
+    "default",
+    "reference transfer or conservative restoration",
+    working=WorkingSize(target_area=768 * 768, multiple=8, min_side=64, max_side=4096, allow_downscale=False),
+    capabilities=Capabilities(
+        reference=True, max_references=MAX_REFERENCES, prompt=False, soft_mask=True, regenerate=False
+    ),
+    defaults={"strength": 1.0},
+)
+
+
 class ClassicEngine(Engine):
     name = "classic"
     description = "CPU, no weights: registers a reference into the region, or restores detail without one."
-    presets = {
-        "default": Preset(
-            "default",
-            "reference transfer or conservative restoration",
-            # ~0.6 MP: small selections get upsampled enough for sub-pixel registration while
-            # the CPU work stays around a second. Large crops keep their native resolution:
-            # shrinking and re-enlarging them would itself lose the detail we restore.
-            working=WorkingSize(
-                target_area=768 * 768, multiple=8, min_side=64, max_side=4096, allow_downscale=False
-            ),
-            capabilities=Capabilities(
-                reference=True, max_references=MAX_REFERENCES, prompt=False, soft_mask=True, regenerate=False
-            ),
-            defaults={"strength": 1.0},
-        )
-    }
 
-    def refine(
-        self,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-        on_progress: ProgressFn,
-        is_cancelled: CancelFn,
-    ) -> EngineOutput:
-        crop = _as_rgb(crop)
-        mask = np.asarray(mask, dtype=np.float32)
+    def make_presets(self) -> dict[str, Preset]:
+        return {DEFAULT_PRESET.name: DEFAULT_PRESET}
+
+    def refine(self, request: EngineRequest) -> EngineOutput:
+        params, on_progress, is_cancelled = request.params, request.on_progress, request.is_cancelled
+        crop = _as_rgb(request.crop)
+        mask = np.asarray(request.mask, dtype=np.float32)
         if mask.ndim == 3:
             mask = mask[:, :, 0]
-        refs = [_as_rgb(r) for r in references[:MAX_REFERENCES] if r is not None and r.size]
+        refs = [_as_rgb(r) for r in request.references[:MAX_REFERENCES] if r is not None and r.size]
         total = max(len(refs), 1) + 2  # register each (or analyse), transfer/restore, done
         step = 0
 
@@ -90,7 +74,7 @@ class ClassicEngine(Engine):
         region = mask > 0
         if not region.any():
             meta["reference"] = "none"
-            return EngineOutput(crop.copy(), meta)
+            return EngineOutput(crop.copy(), strength_applied=True, meta=meta)
 
         best: tuple[Registration, np.ndarray, int] | None = None
         if refs:
@@ -121,11 +105,11 @@ class ClassicEngine(Engine):
             uncovered = bool((covered[region] < 0.999).any())
             if uncovered:
                 # Parts of the selection the reference does not show: restore those instead.
-                restored = restore(crop, region, native=params.extra.get("native_size"))
+                restored = restore(crop, region, native=request.native_size)
                 result = covered[:, :, None] * result + (1 - covered[:, :, None]) * restored
             meta["restoration"] = "uncovered parts only" if uncovered else "none"
         else:
-            result = restore(crop, region, native=params.extra.get("native_size"))
+            result = restore(crop, region, native=request.native_size)
             meta["restoration"] = "reference-free"
             advance("restore")
 
@@ -133,7 +117,8 @@ class ClassicEngine(Engine):
         out = crop.copy()
         out[region] = crop[region] + strength * (result[region] - crop[region])
         advance("done")
-        return EngineOutput(np.clip(out, 0.0, 1.0).astype(np.float32), meta)
+        # Strength is applied here, inside the region, so paste-back must not apply it again.
+        return EngineOutput(np.clip(out, 0.0, 1.0).astype(np.float32), strength_applied=True, meta=meta)
 
     @staticmethod
     def _transfer(

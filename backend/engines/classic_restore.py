@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..focus import resize
+from ..pipeline.focus import resize
 from .classic_native import native_size, unenlarge
 
 MAX_TONE_SAMPLES = 60_000

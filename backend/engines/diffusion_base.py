@@ -29,7 +29,7 @@ import numpy as np
 
 from ...shared.protocol import ErrorCode
 from ..errors import Cancelled, EngineError
-from .base import CancelFn, Engine, EngineOutput, ProgressFn, RefineParams
+from .base import Engine, EngineOutput, EngineRequest, RefineParams
 from .presets import DiffusionPreset, presets_for
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class DiffusionEngine(Engine):
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
-        self.presets = self._presets_with_overrides()
+        self.presets: dict[str, DiffusionPreset] = self.make_presets()
         self._pipe: Any = None
         self._loaded: DiffusionPreset | None = None
         self._policy: str | None = None
@@ -103,7 +103,7 @@ class DiffusionEngine(Engine):
         self._free_vram_gb: float | None = None
         self._last: dict[str, Any] = {}
 
-    def _presets_with_overrides(self) -> dict[str, DiffusionPreset]:
+    def make_presets(self) -> dict[str, DiffusionPreset]:
         """The family's table entries, with the engine options' working size and defaults applied.
 
         Lets a config (or a test) shrink the working area or change the default steps without
@@ -393,16 +393,15 @@ class DiffusionEngine(Engine):
             torch.cuda.empty_cache()
 
     # -- running ---------------------------------------------------------------------------------
-    def refine(
-        self,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-        on_progress: ProgressFn,
-        is_cancelled: CancelFn,
-    ) -> EngineOutput:
+    def refine(self, request: EngineRequest) -> EngineOutput:
+        crop, mask, references, prompt, params = (
+            request.crop,
+            request.mask,
+            list(request.references),
+            request.prompt,
+            request.params,
+        )
+        on_progress, is_cancelled = request.on_progress, request.is_cancelled
         p = self.preset(params.preset) if params.preset else (self._loaded or self.preset(None))
         self.load(p.name)
         torch = self._torch()
@@ -503,14 +502,13 @@ class DiffusionEngine(Engine):
             "seed": int(params.seed),
             "prompt": text,
             "timings": timings,
-            # Inpainting models take strength as their denoising strength; paste-back then must
-            # not weaken the blend by the same factor a second time.
-            "strength_applied": "strength" in kwargs,
         }
         if cuda:
             meta["peak_vram_gb"] = torch.cuda.max_memory_allocated(self._device) / 2**30
         self._last = {k: meta[k] for k in ("preset", "steps", "timings") if k in meta}
-        return EngineOutput(image, meta)
+        # Inpainting models take strength as their denoising strength; paste-back then must not
+        # weaken the blend by the same factor a second time.
+        return EngineOutput(image, strength_applied="strength" in kwargs, meta=meta)
 
     def _after_failure(self, pipe: Any) -> None:
         """Drop the activations of an aborted run; the weights stay resident for the next job."""

@@ -100,17 +100,6 @@ def _restore_reference(image: Gimp.Image, config) -> None:
             config.set_property("reference", layer)
 
 
-def _layer_name(instruction: str, reference: Gimp.Drawable | None) -> str:
-    text = " ".join(instruction.split())
-    if not text and reference is not None:
-        text = f"from {reference.get_name()}"
-    if not text:
-        text = "refined selection"
-    if len(text) > 48:
-        text = text[:47] + "…"
-    return f"Touchup: {text}"
-
-
 class TouchupRefine(Gimp.PlugIn):
     """The plug-in: one image procedure on the selected drawable(s)."""
 
@@ -282,7 +271,7 @@ class TouchupRefine(Gimp.PlugIn):
         )
 
         def on_progress(event) -> None:
-            Gimp.progress_set_text(transport.stage_text(event.stage))
+            Gimp.progress_set_text(transport.progress_text(event.stage))
             Gimp.progress_update(event.fraction)
 
         Gimp.progress_set_text("Touchup: sending to the backend…")
@@ -298,7 +287,14 @@ class TouchupRefine(Gimp.PlugIn):
                 procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
             )
         Gimp.progress_set_text("Touchup: adding the layer…")
-        pixels.add_result_layer(image, active, _layer_name(instruction, reference), origin, out, fmt)
+        pixels.add_result_layer(
+            image,
+            active,
+            transport.result_layer_name(instruction, reference.get_name() if reference is not None else None),
+            origin,
+            out,
+            fmt,
+        )
         Gimp.progress_update(1.0)
         Gimp.displays_flush()
 

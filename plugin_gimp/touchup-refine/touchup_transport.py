@@ -15,6 +15,7 @@ from touchup.shared.capabilities import engines_of, preset_missing
 from touchup.shared.client import BackendError, Client, refine_request
 from touchup.shared.frames import Frame
 from touchup.shared.protocol import ErrorCode, Kind, Message
+from touchup.shared.texts import layer_name, stage_text
 
 __all__ = ["BackendError", "refine_request", "run_refine", "fetch_presets", "user_message"]
 
@@ -92,9 +93,14 @@ class Progress:
     fraction: float
 
 
-def stage_text(stage: str) -> str:
-    """A short human label for a backend stage name."""
-    return "Touchup: " + (stage.replace("_", " ") if stage else "working") + "…"
+def result_layer_name(instruction: str, reference_name: str | None = None) -> str:
+    """The new layer's name: the instruction, else which reference it came from."""
+    return layer_name(instruction, f"from {reference_name}" if reference_name else None)
+
+
+def progress_text(stage: str) -> str:
+    """The progress bar's label for a backend stage (GIMP shows no other title with it)."""
+    return f"Touchup: {stage_text(stage)}…"
 
 
 def run_refine(

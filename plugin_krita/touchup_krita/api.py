@@ -13,7 +13,7 @@ from typing import Any
 from .config import SOURCE_LAYER, SOURCE_VISIBLE, RefineSettings
 from .controller import controller, wait_for
 from .document import PluginError, find_node
-from .jobs import Job
+from .jobs import Job, JobState
 
 
 class RefineError(Exception):
@@ -67,7 +67,7 @@ def refine(
 
 def result_of(job: Job) -> Any:
     """The layer a finished job created, or :class:`RefineError` with the docker's message."""
-    if job.state == "done":
+    if job.state == JobState.DONE:
         return job.output
     if not job.over:
         controller().queue.cancel(job)

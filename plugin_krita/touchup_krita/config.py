@@ -20,6 +20,7 @@ from typing import Any
 
 from touchup.shared.client import DEFAULT_PARAMS
 from touchup.shared.protocol import DEFAULT_ENDPOINT
+from touchup.shared.texts import layer_name
 
 SETTINGS_GROUP = "touchup"
 CONFIG_FILE = Path(__file__).with_name("config.json")
@@ -133,12 +134,7 @@ class RefineSettings:
         """``Touchup: <instruction or preset>``, short enough for the layer docker.
 
         ``default_preset``: the preset the backend will use when none is chosen."""
-        label = (
-            " ".join(self.instruction.split()) or self.preset or default_preset or self.engine or self.mode
-        )
-        if len(label) > 60:
-            label = label[:59].rstrip() + "…"
-        return f"Touchup: {label}"
+        return layer_name(self.instruction, self.preset, default_preset, self.engine, self.mode)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 from .config import PluginConfig, RefineSettings, load_config, save_config
+from .connection import Backend
 from .document import Capture, PluginError, capture
-from .jobs import Backend, Job, JobQueue
+from .jobs import Job, JobQueue, JobState
 from .layer import insert_result
 from .qt import QtCore, Signal
 
@@ -136,13 +137,13 @@ class Controller(QtCore.QObject):
 
     def _on_job_over(self, job: Job) -> None:
         job.payload = None  # drop the captured pixels
-        if job.state == "done":
+        if job.state == JobState.DONE:
             self.report_info(f"Added layer '{job.label}' in {job.finished - job.submitted:.1f} s.")
             if not self.queue.active():
                 self.report_error("")
-        elif job.state == "failed":
+        elif job.state == JobState.FAILED:
             self.report_error(job.error)
-        elif job.state == "cancelled":
+        elif job.state == JobState.CANCELLED:
             self.report_info("Refine cancelled.")
 
     def _load_settings(self) -> RefineSettings:

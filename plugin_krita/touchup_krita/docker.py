@@ -11,25 +11,19 @@ import random
 from typing import Any
 
 from touchup.shared.capabilities import preset_missing
+from touchup.shared.texts import stage_text
 
 from .config import SOURCE_LAYER, SOURCE_VISIBLE, PluginConfig, RefineSettings
+from .connection import ConnectionState
 from .document import layer_choices
-from .jobs import CHECKING, CONNECTED, NOT_RUNNING, STARTING
+from .jobs import JobState
 from .qt import Qt, QtCore, QtWidgets
 
 STATE_TEXT = {
-    CONNECTED: ("#3c9a3c", "Backend connected"),
-    STARTING: ("#d08a00", "Backend starting…"),
-    NOT_RUNNING: ("#c03030", "Backend not running"),
-    CHECKING: ("#808080", "Checking backend…"),
-}
-STAGE_TEXT = {
-    "queued": "Queued",
-    "loading": "Loading model",
-    "focus": "Preparing region",
-    "denoise": "Refining",
-    "refine": "Refining",
-    "paste": "Blending into the image",
+    ConnectionState.CONNECTED: ("#3c9a3c", "Backend connected"),
+    ConnectionState.STARTING: ("#d08a00", "Backend starting…"),
+    ConnectionState.NOT_RUNNING: ("#c03030", "Backend not running"),
+    ConnectionState.CHECKING: ("#808080", "Checking backend…"),
 }
 SEED_MAX = 2**31 - 1
 
@@ -318,10 +312,10 @@ class TouchupDockerWidget(QtWidgets.QWidget):
         _select(self.form.reference, settings.reference or reference)
 
     def _on_state(self, state: str) -> None:
-        colour, text = STATE_TEXT.get(state, ("#808080", state))
+        colour, text = STATE_TEXT[ConnectionState(state)]
         self.state_label.setText(f'<span style="color:{colour}">●</span> {text}')
         self.state_label.setToolTip(self.ctl.backend.endpoint)
-        self.start_button.setEnabled(state == NOT_RUNNING)
+        self.start_button.setEnabled(state == ConnectionState.NOT_RUNNING)
 
     def _on_error(self, text: str) -> None:
         self.error_label.setText(text)
@@ -337,17 +331,21 @@ class TouchupDockerWidget(QtWidgets.QWidget):
             return
         job = active[0]
         more = f" (+{len(active) - 1} queued)" if len(active) > 1 else ""
-        if job.state == "running" and job.total:
+        if job.state == JobState.RUNNING and job.total:
             self.progress.setRange(0, job.total)
             self.progress.setValue(job.step)
             self.stage.setText(f"{stage_text(job.stage)} {job.step}/{job.total}{more}")
         else:
             self.progress.setRange(0, 0)  # busy indicator until the first progress message
-            waiting = {"waiting": "Waiting for the backend", "sent": "Sending", "queued": "Queued"}
+            waiting = {
+                JobState.WAITING: "Waiting for the backend",
+                JobState.SENT: "Sending",
+                JobState.QUEUED: "Queued",
+            }
             text = waiting.get(job.state, job.state.capitalize())
-            if job.state == "queued" and job.position:
+            if job.state == JobState.QUEUED and job.position:
                 text += f" (position {job.position})"
-            if job.state == "running":
+            if job.state == JobState.RUNNING:
                 text = stage_text(job.stage)
             self.stage.setText(text + more)
 
@@ -425,13 +423,6 @@ class ConfigDialog(QtWidgets.QDialog):
         return replace(
             self._config, endpoint=self.endpoint.text().strip(), backend_command=self.command.text().strip()
         )
-
-
-def stage_text(stage: str) -> str:
-    """Human text for a progress stage; ``refine 2/3`` (several regions) keeps its counter."""
-    head, _, tail = stage.partition(" ")
-    text = STAGE_TEXT.get(head, head.capitalize() or "Running")
-    return f"{text} (region {tail})" if tail else text
 
 
 def _select(combo: QtWidgets.QComboBox, data: Any) -> None:

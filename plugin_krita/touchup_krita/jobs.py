@@ -1,252 +1,42 @@
-"""Job and transport logic: one connection to the backend, driven from Qt's event loop.
+"""The plugin's jobs: what was submitted, what the backend says of each, results in order.
 
-Nothing here blocks Krita's UI thread. The DEALER socket's ``zmq.FD`` is watched by a
-``QSocketNotifier``; that FD is edge-triggered, so every activation (and every send, and once at
-start) drains *all* pending messages. A timer pings the backend to show whether it is running
-and to notice when it vanishes mid-job; a socket monitor notices a dropped TCP connection at once.
-This module knows nothing about Krita documents: the controller passes in what to send and a
-callback that applies a result.
+Results are applied strictly in submission order, so layers stack the way the user clicked.
+The connection (``connection.py``) carries the messages; the controller passes in a callback
+that turns a result into a layer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-import zmq
-
-from touchup.shared.client import BackendError, Client, refine_request
+from touchup.shared.client import BackendError, refine_request
 from touchup.shared.protocol import ErrorCode, Kind, Message, make_header
 
-from .config import PluginConfig
-from .messages import CANCELLED, human_message
+from .connection import Backend, ConnectionState
+from .messages import human_message
 from .qt import QtCore, Signal
 
-CONNECTED = "connected"
-STARTING = "starting"
-NOT_RUNNING = "not running"
-CHECKING = "checking"
 
-_MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+class JobState(str, Enum):
+    """Where a job is, from the plugin's side. ``ready``: its result arrived but is applied only
+    once every job submitted before it is over."""
+
+    WAITING = "waiting"
+    SENT = "sent"
+    QUEUED = "queued"
+    RUNNING = "running"
+    READY = "ready"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-class Backend(QtCore.QObject):
-    """The connection: state (connected / starting / not running), capabilities, raw messages."""
-
-    state_changed = Signal(str)
-    capabilities_changed = Signal(dict)
-    message_received = Signal(object)
-    #: Emitted when a backend that was connected stops answering (crash, closed, killed).
-    lost = Signal(str)
-
-    def __init__(self, config: PluginConfig, parent: QtCore.QObject | None = None) -> None:
-        super().__init__(parent)
-        self.config = config
-        self.state = CHECKING
-        self.hello: dict[str, Any] = {}
-        self.start_error = ""
-        self.busy = False
-        self._context = zmq.Context.instance()
-        self._client: Client | None = None
-        self._notifier: QtCore.QSocketNotifier | None = None
-        self._monitor: zmq.Socket | None = None
-        self._monitor_notifier: QtCore.QSocketNotifier | None = None
-        self._ping_id: str | None = None
-        self._ping_sent = 0.0
-        self._hello_id: str | None = None
-        self._process: subprocess.Popen | None = None
-        self._process_log: str | None = None
-        self._start_deadline = 0.0
-        self._timer = QtCore.QTimer(self)
-        self._timer.setInterval(int(config.ping_interval_s * 1000))
-        self._timer.timeout.connect(self._tick)
-        self._connect()
-        self._timer.start()
-        self._tick()
-
-    # -- public ------------------------------------------------------------------------------
-    @property
-    def endpoint(self) -> str:
-        return self.config.endpoint
-
-    def send(self, header: dict[str, Any], frames: list = ()) -> str:
-        assert self._client is not None
-        req_id = self._client.send(header, list(frames))
-        # A send may consume the FD's edge while replies wait: look again from the loop.
-        QtCore.QTimer.singleShot(0, self._drain)
-        return req_id
-
-    def reconfigure(self, config: PluginConfig) -> None:
-        """Switch endpoint/command (settings dialog): a fresh socket, state re-checked."""
-        self.config = config
-        self._timer.setInterval(int(config.ping_interval_s * 1000))
-        self._connect()
-        self._set_state(CHECKING)
-        self._tick()
-
-    def start_backend(self) -> None:
-        """Launch the configured ``touchup serve`` command, detached from Krita's lifetime."""
-        if self.state == CONNECTED or (self._process is not None and self._process.poll() is None):
-            return
-        argv = self.config.command()
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        fd, self._process_log = tempfile.mkstemp(prefix="touchup-backend-", suffix=".log")
-        try:
-            self._process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            self.start_error = f"Could not start the backend ({' '.join(argv)}): {exc.strerror or exc}"
-            self._set_state(NOT_RUNNING)
-            return
-        finally:
-            os.close(fd)
-        self.start_error = ""
-        self._start_deadline = time.monotonic() + self.config.start_timeout_s
-        self._set_state(STARTING)
-
-    def close(self) -> None:
-        self._timer.stop()
-        self._disconnect()
-
-    # -- socket ------------------------------------------------------------------------------
-    def _connect(self) -> None:
-        self._disconnect()
-        self._client = Client(self.config.endpoint, context=self._context, name="touchup-krita")
-        self._notifier = QtCore.QSocketNotifier(self._client.fileno(), QtCore.QSocketNotifier.Type.Read, self)
-        self._notifier.activated.connect(self._drain)
-        try:
-            self._monitor = self._client.socket.get_monitor_socket(_MONITOR_EVENTS)
-            fd = self._monitor.getsockopt(zmq.FD)
-            self._monitor_notifier = QtCore.QSocketNotifier(fd, QtCore.QSocketNotifier.Type.Read, self)
-            self._monitor_notifier.activated.connect(self._drain_monitor)
-        except zmq.ZMQError:
-            self._monitor = None
-        self._ping_id = None
-        self._hello_id = None
-        QtCore.QTimer.singleShot(0, self._drain)  # edge-triggered FD: drain once at start
-
-    def _disconnect(self) -> None:
-        for notifier in (self._notifier, self._monitor_notifier):
-            if notifier is not None:
-                notifier.setEnabled(False)
-                notifier.deleteLater()
-        self._notifier = self._monitor_notifier = None
-        if self._client is not None:
-            if self._monitor is not None:
-                with contextlib.suppress(zmq.ZMQError):
-                    self._client.socket.disable_monitor()
-                self._monitor.close(0)
-                self._monitor = None
-            self._client.close()
-            self._client = None
-
-    def _drain(self, *_: Any) -> None:
-        client = self._client
-        if client is None:
-            return
-        try:
-            messages = client.drain()
-        except zmq.ZMQError:
-            return
-        for msg in messages:
-            self._handle(msg)
-        if self._monitor is not None:
-            self._drain_monitor()
-
-    def _drain_monitor(self, *_: Any) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
-        monitor = self._monitor
-        disconnected = False
-        while monitor is not None and monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                disconnected = True
-            elif event["event"] == zmq.EVENT_CONNECTED and self.state != CONNECTED:
-                self._send_ping()  # answer quickly instead of at the next tick
-        if disconnected and self.state == CONNECTED:
-            self._mark_lost("the connection to the backend was closed")
-
-    def _handle(self, msg: Message) -> None:
-        req_id = msg.header.get("id")
-        if req_id is not None and req_id == self._ping_id:
-            self._ping_id = None
-            if self.state != CONNECTED:
-                self._set_state(CONNECTED)
-                self._hello_id = self.send(make_header(Kind.HELLO, client="touchup-krita"))
-            return
-        if req_id is not None and req_id == self._hello_id:
-            self._hello_id = None
-            if msg.kind == Kind.HELLO:
-                self.hello = dict(msg.header.get("capabilities") or {})
-                self.capabilities_changed.emit(self.hello)
-            return
-        self.message_received.emit(msg)
-
-    # -- liveness ----------------------------------------------------------------------------
-    def _send_ping(self) -> None:
-        self._ping_id = self.send(make_header(Kind.PING))
-        self._ping_sent = time.monotonic()
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        if self._process is not None and self._process.poll() is not None:
-            code = self._process.returncode
-            self._process = None
-            if self.state != CONNECTED:
-                self.start_error = f"The backend exited (code {code}). {self._log_tail()}".strip()
-                self._set_state(NOT_RUNNING)
-        if self._ping_id is None:
-            self._send_ping()
-            return
-        timeout = self.config.busy_ping_timeout_s if self.busy else self.config.ping_timeout_s
-        if now - self._ping_sent < timeout:
-            return
-        # The ping went unanswered: drop the socket (and whatever it had queued) and start over.
-        was = self.state
-        self._connect()
-        if was == CONNECTED:
-            self._mark_lost("the backend stopped answering")
-        elif self._process is not None and now < self._start_deadline:
-            self._set_state(STARTING)
-        else:
-            if self._process is not None:
-                self.start_error = f"The backend did not answer within {self.config.start_timeout_s:g} s. {self._log_tail()}".strip()
-            self._set_state(NOT_RUNNING)
-        self._send_ping()
-
-    def _mark_lost(self, why: str) -> None:
-        self._connect()
-        self._set_state(NOT_RUNNING)
-        self.lost.emit(why)
-        self._send_ping()
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            self.state_changed.emit(state)
-
-    def _log_tail(self) -> str:
-        if not self._process_log:
-            return ""
-        try:
-            with open(self._process_log, encoding="utf-8", errors="replace") as fh:
-                lines = [line.strip() for line in fh.read().splitlines() if line.strip()]
-        except OSError:
-            return ""
-        return " ".join(lines[-3:])
+TERMINAL = frozenset({JobState.READY, JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+OVER = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
 
 @dataclass
@@ -260,7 +50,7 @@ class Job:
     payload: Any = None  # what the apply callback needs (the Capture); opaque here
     request_id: str | None = None
     backend_job: str | None = None
-    state: str = "waiting"  # waiting | sent | queued | running | ready | done | failed | cancelled
+    state: JobState = JobState.WAITING
     position: int = 0
     stage: str = ""
     step: int = 0
@@ -275,12 +65,12 @@ class Job:
 
     @property
     def terminal(self) -> bool:
-        return self.state in ("ready", "done", "failed", "cancelled")
+        return self.state in TERMINAL
 
     @property
     def over(self) -> bool:
         """Fully handled: its layer was added, or it failed or was cancelled."""
-        return self.state in ("done", "failed", "cancelled")
+        return self.state in OVER
 
 
 class JobQueue(QtCore.QObject):
@@ -325,11 +115,11 @@ class JobQueue(QtCore.QObject):
         self._keys += 1
         job = Job(self._keys, header, frames, label, payload)
         self.jobs.append(job)
-        if self.backend.state == NOT_RUNNING:
+        if self.backend.state == ConnectionState.NOT_RUNNING:
             self._fail(job, ErrorCode.UNREACHABLE, "")
-        elif self.backend.state == CONNECTED:
+        elif self.backend.state == ConnectionState.CONNECTED:
             self._send(job)
-        # CHECKING / STARTING: sent as soon as the backend answers (see _on_state).
+        # ConnectionState.CHECKING / ConnectionState.STARTING: sent as soon as the backend answers (see _on_state).
         self._flush()
         return job
 
@@ -346,17 +136,17 @@ class JobQueue(QtCore.QObject):
                 self._send_cancel(j)
             elif j.request_id is not None:
                 self._cancel_pending[j.request_id] = j
-            self._finish(j, "cancelled", CANCELLED, "")
+            self._finish(j, JobState.CANCELLED, ErrorCode.CANCELLED, "")
         self._flush()
 
     # -- internals ---------------------------------------------------------------------------
     def _send(self, job: Job) -> None:
         job.request_id = self.backend.send(job.header, job.frames)
         job.frames = []  # the pixels are in ZeroMQ's hands now; do not keep a second copy
-        job.state = "sent"
+        job.state = JobState.SENT
 
     def _send_cancel(self, job: Job) -> None:
-        if self.backend.state == CONNECTED:
+        if self.backend.state == ConnectionState.CONNECTED:
             self.backend.send(make_header(Kind.CANCEL, job=job.backend_job))
 
     def _find(self, req_id: Any) -> Job | None:
@@ -377,34 +167,34 @@ class JobQueue(QtCore.QObject):
             job.backend_job = str(msg.header.get("job"))
             job.position = int(msg.header.get("position") or 0)
             if not job.terminal:
-                job.state = "queued"
+                job.state = JobState.QUEUED
         if job.terminal:
             return  # late replies for a cancelled job
         if msg.kind == Kind.PROGRESS:
-            job.state = "running"
+            job.state = JobState.RUNNING
             job.stage = str(msg.header.get("stage") or "")
             job.step = int(msg.header.get("step") or 0)
             job.total = int(msg.header.get("total") or 0)
         elif msg.kind == Kind.RESULT:
             job.result = msg
-            job.state = "ready"
+            job.state = JobState.READY
             job.finished = time.monotonic()
         elif msg.kind == Kind.ERROR:
             err = BackendError.from_message(msg)
             self._fail(job, err.code, err.message, err.detail)
         elif msg.kind == Kind.CANCELLED:
-            self._finish(job, "cancelled", CANCELLED, "")
+            self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "")
         self._flush()
         self.changed.emit()
 
     def _on_state(self, state: str) -> None:
-        if state == CONNECTED:
+        if state == ConnectionState.CONNECTED:
             for job in self.jobs:
-                if job.state == "waiting":
+                if job.state == JobState.WAITING:
                     self._send(job)
-        elif state == NOT_RUNNING:
+        elif state == ConnectionState.NOT_RUNNING:
             for job in self.jobs:
-                if job.state == "waiting":
+                if job.state == JobState.WAITING:
                     self._fail(job, ErrorCode.UNREACHABLE, "")
             self._flush()
         self.changed.emit()
@@ -415,15 +205,15 @@ class JobQueue(QtCore.QObject):
             "Krita and your document are unaffected: start the backend again and press Refine."
         )
         for job in self.active():
-            self._finish(job, "failed", ErrorCode.UNREACHABLE, text)
+            self._finish(job, JobState.FAILED, ErrorCode.UNREACHABLE, text)
         self._flush()
         self.changed.emit()
 
     def _check_waiting(self) -> None:
-        if self.backend.state == CHECKING:
+        if self.backend.state == ConnectionState.CHECKING:
             limit = self.backend.config.ping_timeout_s + 1.0
             for job in self.jobs:
-                if job.state == "waiting" and time.monotonic() - job.submitted > limit:
+                if job.state == JobState.WAITING and time.monotonic() - job.submitted > limit:
                     self._fail(job, ErrorCode.UNREACHABLE, "")
             self._flush()
 
@@ -431,9 +221,9 @@ class JobQueue(QtCore.QObject):
         text = human_message(code, message, detail)
         if code == ErrorCode.UNREACHABLE and self.backend.start_error:
             text = f"{text} {self.backend.start_error}"
-        self._finish(job, "failed", code, text)
+        self._finish(job, JobState.FAILED, code, text)
 
-    def _finish(self, job: Job, state: str, code: str, error: str) -> None:
+    def _finish(self, job: Job, state: JobState, code: str, error: str) -> None:
         job.state = state
         job.error_code = code
         job.error = error or human_message(code)
@@ -444,12 +234,12 @@ class JobQueue(QtCore.QObject):
         """Apply ready results from the head of the queue, so layers land in submission order."""
         while self.jobs and self.jobs[0].terminal:
             job = self.jobs.pop(0)
-            if job.state == "ready":
+            if job.state == JobState.READY:
                 try:
                     job.output = self.apply(job)
-                    job.state = "done"
+                    job.state = JobState.DONE
                 except Exception as exc:  # shown in the docker; Krita keeps running
-                    job.state = "failed"
+                    job.state = JobState.FAILED
                     job.error_code = "apply"
                     job.error = str(exc) or exc.__class__.__name__
                 job.result = None

@@ -90,7 +90,7 @@ def gimp() -> GimpChroot:
 @pytest.fixture(scope="module")
 def batch(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run every case in one GIMP launch; results by case name, plus the folder and GIMP output."""
-    from touchup.backend.example import read_image, write_example
+    from touchup.backend.tools.example import read_image, write_example
 
     host, inner = gimp.case_dir("batch")
     clean = textured(1)
@@ -262,7 +262,7 @@ def test_empty_selection_is_refused_with_a_message(batch: dict[str, Any]) -> Non
 
 
 def test_bundled_example_end_to_end(batch: dict[str, Any]) -> None:
-    from touchup.backend.example import read_image, region_psnr
+    from touchup.backend.tools.example import read_image, region_psnr
 
     arrays = _check_refined(batch, "example", "from Reference")
     clean = read_image(batch["example_dir"] / "clean.png")

@@ -596,7 +596,7 @@ def backend_vanishes_mid_job():
 def backend_not_running():
     """Nothing listening: the refine fails quickly with the 'not running' advice."""
     from touchup_krita import refine
-    from touchup_krita.messages import HUMAN
+    from touchup_krita.messages import UNREACHABLE
 
     use_endpoint(CFG["dead_endpoint"], wait_connected=False)
     doc = make_doc(80, 60, "U8")
@@ -604,7 +604,7 @@ def backend_not_running():
     t0 = time.monotonic()
     message = refusal(refine, doc, "refine succeeded with no backend")
     took = time.monotonic() - t0
-    assert message.startswith(HUMAN["unreachable"]), message
+    assert message.startswith(UNREACHABLE), message
     assert controller().last_error == message
     assert names(doc) == ["Background"]
     close(doc)

@@ -1,0 +1,82 @@
+"""``touchup ping``, ``touchup status`` and ``touchup stop``: talk to a running backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ....shared.protocol import DEFAULT_ENDPOINT
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, helptext, func in (
+        ("ping", "check that the backend answers, and how fast", ping),
+        ("status", "show the backend's queue, engine and device", status),
+        ("stop", "ask the backend to shut down (loopback only)", stop),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+        p.add_argument("--timeout", type=float, default=3.0)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        p.set_defaults(func=func)
+
+
+def _client(args: argparse.Namespace):
+    from ....shared.client import Client
+
+    return Client(args.endpoint, name="touchup-cli")
+
+
+def _fail(exc) -> int:
+    print(f"touchup: {exc.message} [{exc.code}]", file=sys.stderr)
+    return 1
+
+
+def ping(args: argparse.Namespace) -> int:
+    from ....shared.client import BackendError
+
+    try:
+        with _client(args) as c:
+            rtt = c.ping(timeout=args.timeout)
+    except BackendError as exc:
+        return _fail(exc)
+    print(f"pong from {args.endpoint} in {rtt * 1000:.1f} ms")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from ....shared.client import BackendError
+
+    try:
+        with _client(args) as c:
+            st = c.status(timeout=args.timeout)
+    except BackendError as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    worker, queue = st.get("worker", {}), st.get("queue", {})
+    running = queue.get("running")
+    print(
+        f"backend   touchup {st.get('backend_version')} at {st.get('endpoint')} (pid {st.get('pid')}, up {st.get('uptime_s')} s)"
+    )
+    print(f"device    {st.get('device')}")
+    print(f"engine    {worker.get('engine') or '-'} {worker.get('preset') or ''} ({worker.get('state')})")
+    if running:
+        print(f"running   {running['job']}: {running['stage']} {running['step']}/{running['total']}")
+    print(f"queue     {len(queue.get('waiting', []))} waiting, {queue.get('completed', 0)} completed")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    from ....shared.client import BackendError
+
+    try:
+        with _client(args) as c:
+            c.shutdown(timeout=args.timeout)
+    except BackendError as exc:
+        return _fail(exc)
+    print("backend stopped")
+    return 0

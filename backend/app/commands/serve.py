@@ -1,0 +1,102 @@
+"""``touchup serve``: run the resident backend in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the resident backend (loopback only by default)")
+    p.add_argument(
+        "--endpoint", help="ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:57361 or ipc:///tmp/touchup"
+    )
+    p.add_argument("--engine", help="default engine for requests that name none (default: classic)")
+    p.add_argument("--config", help="TOML config file (default: the user config dir's config.toml)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-file", help="rotating log file (default: the user log dir's backend.log)")
+    p.add_argument("--max-pixels", type=int, help="largest tile accepted, in pixels")
+    p.add_argument("--max-side", type=int, help="longest image side accepted, in pixels")
+    p.add_argument("--max-references", type=int, help="most reference images per job")
+    p.add_argument("--max-queue", type=int, help="most jobs waiting at once")
+    p.add_argument(
+        "--idle-unload", type=float, dest="idle_unload_s", help="unload a model after this many idle seconds"
+    )
+    p.add_argument("--models-dir", help="folder searched for model weights before the Hugging Face cache")
+    p.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="ENGINE.KEY=VALUE",
+        help="an engine option, as in the config's [engines.ENGINE] table (repeatable), e.g. qwen-edit.memory_policy=model_offload",
+    )
+    p.add_argument(
+        "--extra-engine",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:CLASS",
+        help="offer an engine outside the product's table, as in the config's [extra_engines] (benchmarks, tests)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...config import load_config
+    from ...engines import register_engine
+    from ...logs import setup_logging
+    from ...server import AlreadyRunning, Server
+
+    try:
+        config = load_config(
+            args.config,
+            {
+                "endpoint": args.endpoint,
+                "engine": args.engine,
+                "log_level": args.log_level,
+                "log_file": args.log_file,
+                "max_pixels": args.max_pixels,
+                "max_side": args.max_side,
+                "max_references": args.max_references,
+                "max_queue": args.max_queue,
+                "idle_unload_s": args.idle_unload_s,
+                "models_dir": args.models_dir,
+            },
+        )
+        for option in args.engine_option:
+            engine, key, value = parse_engine_option(option)
+            config.engines.setdefault(engine, {})[key] = value
+        for option in args.extra_engine:
+            name, sep, path = option.partition("=")
+            if not sep or ":" not in path:
+                raise ValueError(f"--extra-engine wants NAME=MODULE:CLASS, got {option!r}")
+            config.extra_engines[name] = path
+        for name, path in config.extra_engines.items():
+            register_engine(name, path)
+    except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
+        print(f"touchup serve: {exc}", file=sys.stderr)
+        return 2
+    log_file = setup_logging(config.log_level, config.log_path())
+    if log_file:
+        logging.getLogger("touchup").info("logging to %s", log_file)
+    try:
+        Server(config).run()
+    except AlreadyRunning as exc:
+        print(f"touchup serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_engine_option(text: str) -> tuple[str, str, object]:
+    """``ENGINE.KEY=VALUE`` with VALUE read as a TOML value (``8``, ``true``, ``"x"``), else text."""
+    from ...config import tomllib
+
+    name, sep, raw = text.partition("=")
+    engine, dot, key = name.strip().partition(".")
+    if not sep or not dot or not engine or not key:
+        raise ValueError(f"--engine-option wants ENGINE.KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return engine, key.strip(), value
