@@ -108,6 +108,8 @@ class Worker(threading.Thread):
                 self.engine.unload()
             except Exception:
                 log.exception("unloading %s failed", self.engine_name)
+            else:
+                log.info("unloaded %s", self.engine_name)
             self.engine = None
             self.engine_name = self.engine_preset = None
 

@@ -8,6 +8,7 @@ setting), so ``hello`` never lists them to a plugin.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ..engines.base import Capabilities, Engine, EngineOutput, EngineRequest, Preset, WorkingSize
 from ..errors import Cancelled
@@ -31,18 +32,34 @@ class IdentityEngine(Engine):
     name = "identity"
     description = "Returns the crop unchanged (benchmarks and tests)."
 
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.loaded = False
+
     def make_presets(self) -> dict[str, Preset]:
         return {IDENTITY_PRESET.name: IDENTITY_PRESET}
 
+    def load(self, preset: str | None = None) -> None:
+        self.loaded = True
+
+    def unload(self) -> None:
+        self.loaded = False
+
+    def status(self) -> dict[str, Any]:
+        return {"loaded": self.loaded}
+
     def refine(self, request: EngineRequest) -> EngineOutput:
-        # ``delay`` (seconds per step, engine option) lets tests hold a job "running" to
-        # exercise cancel, queueing and status-while-busy without a real model.
+        # Options: ``delay`` (seconds per step) holds a job "running" to exercise cancel,
+        # queueing and status-while-busy without a real model; ``previews`` sends the crop as
+        # a preview with every step but the last, as a diffusion engine does while denoising.
         steps = int(request.params.steps or 1)
         delay = float(self.options.get("delay", 0.0))
+        previews = bool(self.options.get("previews", False))
         for step in range(1, steps + 1):
             if request.is_cancelled():
                 raise Cancelled()
             if delay:
                 time.sleep(delay)
-            request.on_progress("denoise", step, steps, None)
+            preview = request.crop if previews and step < steps else None
+            request.on_progress("denoise", step, steps, preview)
         return EngineOutput(request.crop.copy(), meta={"engine": "identity"})
