@@ -1,9 +1,17 @@
 """The ``identity`` engine: returns its input. For benchmarks (measuring everything but a model)
-and for tests of transport, queueing and paste-back guarantees."""
+and for tests of transport, queueing and paste-back guarantees.
+
+It also reports what it received (per-channel statistics of the crop and the references) in its
+result's ``meta["received"]``, and appends them as one JSON line per refine to the file named by
+its ``record`` option: that is how tests see, from outside the backend process, that an editor's
+linear pixels reached the engine sRGB-encoded.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import numpy as np
 
@@ -46,4 +54,24 @@ class IdentityEngine(Engine):
             if delay:
                 time.sleep(delay)
             on_progress("denoise", step, steps, None)
-        return EngineOutput(crop.copy(), {"engine": "identity"})
+        received = {
+            **_stats(crop),
+            "mask_mean": float(mask.mean()),
+            "references": [_stats(r) for r in references],
+        }
+        record = self.options.get("record")
+        if record:
+            with open(record, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(received) + "\n")
+        return EngineOutput(crop.copy(), {"engine": "identity", "received": received})
+
+
+def _stats(image: np.ndarray) -> dict[str, Any]:
+    """Size and per-channel mean, minimum and maximum of an ``HxWxC`` float image."""
+    flat = image.reshape(-1, image.shape[2])
+    return {
+        "size": [int(image.shape[1]), int(image.shape[0])],
+        "mean": flat.mean(axis=0, dtype=np.float64).tolist(),
+        "min": flat.min(axis=0).astype(float).tolist(),
+        "max": flat.max(axis=0).astype(float).tolist(),
+    }
