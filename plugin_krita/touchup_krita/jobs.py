@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 
 from touchup.shared.client import BackendError, Client, refine_request
-from touchup.shared.protocol import ErrorCode, Kind, Message, make_header
+from touchup.shared.protocol import ErrorCode, Kind, Message, Transfer, make_header
 
 from .config import PluginConfig
 from .messages import CANCELLED, human_message
@@ -309,7 +309,19 @@ class JobQueue(QtCore.QObject):
 
     # -- public ------------------------------------------------------------------------------
     def submit(
-        self, source, mask, origin, doc_size, references, prompt, engine, preset, params, label, payload
+        self,
+        source,
+        mask,
+        origin,
+        doc_size,
+        references,
+        prompt,
+        engine,
+        preset,
+        params,
+        label,
+        payload,
+        transfer=Transfer.SRGB,
     ) -> Job:
         header, frames = refine_request(
             source,
@@ -321,6 +333,7 @@ class JobQueue(QtCore.QObject):
             engine=engine,
             preset=preset,
             params=params,
+            transfer=transfer,
         )
         self._keys += 1
         job = Job(self._keys, header, frames, label, payload)
