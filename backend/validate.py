@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..shared.protocol import ErrorCode, Message
+from ..shared.protocol import ErrorCode, Message, Transfer
 from .config import Config
 from .engines import ENGINES, engine_class
 from .engines.base import RefineParams
@@ -101,6 +101,7 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
     output_dtype = h.get("output_dtype") or source.desc.dtype
     if output_dtype not in ("u8", "u16", "f16", "f32"):
         raise BadInput(f"unknown output dtype {output_dtype!r}", ErrorCode.BAD_PARAMS)
+    transfer = parse_transfer(h.get("transfer"))
     prompt = h.get("prompt") or ""
     if not isinstance(prompt, str):
         raise BadInput("prompt must be text", ErrorCode.BAD_PARAMS)
@@ -113,6 +114,7 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
             prompt=prompt,
             params=params,
             doc_size=doc_size,
+            transfer=transfer,
         ),
         "engine": engine,
         "preset": preset,
@@ -120,6 +122,17 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
         "order": source.desc.order,
         "output_dtype": output_dtype,
     }
+
+
+def parse_transfer(raw: Any) -> Transfer:
+    """The request's ``transfer``; absent means sRGB-encoded (what clients before it sent)."""
+    if raw is None:
+        return Transfer.SRGB
+    try:
+        return Transfer(raw)
+    except ValueError:
+        choices = ", ".join(repr(t.value) for t in Transfer)
+        raise BadInput(f"transfer must be one of {choices}, got {raw!r}", ErrorCode.BAD_PARAMS) from None
 
 
 def parse_params(raw: Any, preset: str | None) -> RefineParams:

@@ -21,7 +21,17 @@ from typing import Any
 import zmq
 
 from .frames import Frame, FrameDesc
-from .protocol import DEFAULT_ENDPOINT, ErrorCode, Kind, Message, ProtocolError, decode, encode, make_header
+from .protocol import (
+    DEFAULT_ENDPOINT,
+    ErrorCode,
+    Kind,
+    Message,
+    ProtocolError,
+    Transfer,
+    decode,
+    encode,
+    make_header,
+)
 
 #: Parameters a refine request may carry, with the protocol's defaults (the backend re-validates).
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -64,8 +74,13 @@ def refine_request(
     preset: str | None = None,
     params: dict[str, Any] | None = None,
     output_dtype: str | None = None,
+    transfer: Transfer | str = Transfer.SRGB,
 ) -> tuple[dict[str, Any], list[Frame]]:
-    """Header and frames of a refine request; frame roles are set here so callers cannot mix them up."""
+    """Header and frames of a refine request; frame roles are set here so callers cannot mix them up.
+
+    ``transfer``: how the document's samples encode light (sRGB-encoded or linear), so the
+    backend can hand the engine the sRGB-encoded values models expect.
+    """
     frames = [_with_role(source, "source"), _with_role(mask, "mask")]
     frames += [_with_role(r, "reference") for r in references]
     merged = dict(DEFAULT_PARAMS)
@@ -79,6 +94,7 @@ def refine_request(
         preset=preset,
         params={k: v for k, v in merged.items() if v is not None},
         output_dtype=output_dtype,
+        transfer=Transfer(transfer).value,
     )
     return header, frames
 

@@ -9,6 +9,7 @@ stream progress to exactly the client that submitted a job. See ``PROTOCOL.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import msgpack
@@ -19,6 +20,19 @@ from .frames import Frame, FrameDesc, FrameError
 PROTOCOL_VERSION: tuple[int, int] = (1, 0)
 #: Loopback only by default: the backend runs arbitrary models on the user's GPU.
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:57361"
+
+
+class Transfer(str, Enum):
+    """How a refine request's pixels encode light (the header's ``transfer`` field).
+
+    The models were trained on sRGB-encoded pictures, while linear documents (Krita's scRGB and
+    other gamma-1.0 profiles, GIMP's linear precisions) hold light intensities: the backend
+    converts ``linear`` crops and references to sRGB-encoded values for the engine and the result
+    back. Absent means ``srgb``, what every image on the web and most documents hold.
+    """
+
+    SRGB = "srgb"
+    LINEAR = "linear"
 
 
 class Kind:

@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 
 from ...shared.geometry import scaled_margin
-from ...shared.protocol import ErrorCode
+from ...shared.protocol import ErrorCode, Transfer
 from ..engines.base import Engine, EngineRequest, ProgressFn, RefineParams
 from ..errors import BadInput, Cancelled, EngineError
+from .colour import encode_srgb, from_engine, to_engine
 from .focus import crop, focus_crop, plan_regions, resize_part
 from .imaging import mask_to_float, rgb_float
 from .pasteback import blend_region, drift_field, feather_alpha, new_layer
@@ -30,7 +31,8 @@ class RefineJob:
     ``source``: ``HxWxC`` (C = 1, 3 or 4) in RGBA order, dtype uint8/uint16/float16/float32 --
     the context tile the client sent. ``mask``: ``HxW`` float32 in [0, 1], the selection for
     that tile. ``references``: images of any size and dtype, RGB(A) order. ``doc_size``: the
-    whole document's (width, height), which scales the context margin.
+    whole document's (width, height), which scales the context margin. ``transfer``: how the
+    source and references encode light; engines always see sRGB-encoded values.
     """
 
     source: np.ndarray
@@ -39,6 +41,7 @@ class RefineJob:
     prompt: str = ""
     params: RefineParams = field(default_factory=RefineParams)
     doc_size: tuple[int, int] | None = None
+    transfer: Transfer = Transfer.SRGB
 
 
 @dataclass
@@ -139,7 +142,10 @@ def run_refine(
 
     t0 = time.perf_counter()
     regions = plan_regions(mask, margin, preset.working)
-    references = [rgb_float(r) for r in job.references]
+    # Engines see sRGB-encoded values; a linear document is encoded here (the crops below, each
+    # after resampling in linear light) and decoded right after the engine, before paste-back.
+    transfer = Transfer(job.transfer)
+    references = [to_engine(rgb_float(r), transfer) for r in job.references]
     layer = new_layer(source)
     composite = source.copy()
     timings["crop"] += time.perf_counter() - t0
@@ -153,7 +159,10 @@ def run_refine(
         report("focus", k, n, None)
         t0 = time.perf_counter()
         image, crop_mask = focus_crop(source, mask, region)
+        to_engine(image, transfer)
         lo, hi = _value_range(crop(colour, region.rect)) if source.dtype.kind == "f" else (0.0, 1.0)
+        if transfer is Transfer.LINEAR:  # the curve is monotonic: the range's ends map to the ends
+            lo, hi = (float(v) for v in encode_srgb(np.array([lo, hi], np.float32)))
         if (lo, hi) != (0.0, 1.0):
             image -= np.float32(lo)
             image *= np.float32(1.0 / (hi - lo))
@@ -189,6 +198,7 @@ def run_refine(
         if (lo, hi) != (0.0, 1.0):
             refined *= np.float32(hi - lo)
             refined += np.float32(lo)
+        from_engine(refined, transfer)
         window = region.selection.translate(-region.rect.x, -region.rect.y)
         back = resize_part(refined, region.rect.width, region.rect.height, window)
         # Strength is a blend weight, unless the engine already used it (as denoising strength).
@@ -219,6 +229,7 @@ def run_refine(
         "feather": params.feather,
         "strength": params.strength,
         "mode": params.mode,
+        "transfer": transfer.value,
         "color_correct": any(r["color_correct"] for r in region_meta),
         "scales": [r["scale"] for r in region_meta],
         "regions": region_meta,

@@ -7,8 +7,11 @@ setting), so ``hello`` never lists them to a plugin.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
+
+import numpy as np
 
 from ..engines.base import Capabilities, Engine, EngineOutput, EngineRequest, Preset, WorkingSize
 from ..errors import Cancelled
@@ -27,7 +30,13 @@ IDENTITY_PRESET = Preset(
 
 class IdentityEngine(Engine):
     """Returns the crop unchanged: measures everything but a model, and lets tests check the
-    transport, queueing and paste-back guarantees on known pixels."""
+    transport, queueing and paste-back guarantees on known pixels.
+
+    It also reports what it received (per-channel statistics of the crop and the references) in
+    its result's ``meta["received"]``, and appends them as one JSON line per refine to the file
+    named by its ``record`` option: that is how tests see, from outside the backend process,
+    that an editor's linear pixels reached the engine sRGB-encoded.
+    """
 
     name = "identity"
     description = "Returns the crop unchanged (benchmarks and tests)."
@@ -62,4 +71,24 @@ class IdentityEngine(Engine):
                 time.sleep(delay)
             preview = request.crop if previews and step < steps else None
             request.on_progress("denoise", step, steps, preview)
-        return EngineOutput(request.crop.copy(), meta={"engine": "identity"})
+        received = {
+            **_stats(request.crop),
+            "mask_mean": float(request.mask.mean()),
+            "references": [_stats(r) for r in request.references],
+        }
+        record = self.options.get("record")
+        if record:
+            with open(record, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(received) + "\n")
+        return EngineOutput(request.crop.copy(), meta={"engine": "identity", "received": received})
+
+
+def _stats(image: np.ndarray) -> dict[str, Any]:
+    """Size and per-channel mean, minimum and maximum of an ``HxWxC`` float image."""
+    flat = image.reshape(-1, image.shape[2])
+    return {
+        "size": [int(image.shape[1]), int(image.shape[0])],
+        "mean": flat.mean(axis=0, dtype=np.float64).tolist(),
+        "min": flat.min(axis=0).astype(float).tolist(),
+        "max": flat.max(axis=0).astype(float).tolist(),
+    }

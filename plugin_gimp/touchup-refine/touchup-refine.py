@@ -268,6 +268,7 @@ class TouchupRefine(Gimp.PlugIn):
             engine=engine,
             preset=preset,
             params=params,
+            transfer=fmt.transfer,
         )
 
         def on_progress(event) -> None:

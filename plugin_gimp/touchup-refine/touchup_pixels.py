@@ -19,6 +19,7 @@ from gi.repository import Babl, Gegl, Gimp  # noqa: E402
 
 from touchup.shared.frames import Frame, FrameDesc  # noqa: E402
 from touchup.shared.geometry import Rect, context_tile  # noqa: E402
+from touchup.shared.protocol import Transfer  # noqa: E402
 
 __all__ = ["PixelFormat", "Rect", "context_tile", "pixel_format"]
 
@@ -44,6 +45,8 @@ class PixelFormat:
     dtype: str  # wire dtype of the same samples
     mask_babl: str  # selection format: 8-bit images send an u8 mask, deeper ones a float mask
     mask_dtype: str
+    #: Linear precisions hold light intensities; the backend encodes them for the engine.
+    transfer: Transfer = Transfer.SRGB
 
 
 def pixel_format(image: Gimp.Image, drawable: Gimp.Drawable | None = None) -> PixelFormat:
@@ -51,7 +54,8 @@ def pixel_format(image: Gimp.Image, drawable: Gimp.Drawable | None = None) -> Pi
     name = image.get_precision().value_nick.upper().replace("-", "_")  # e.g. "U16_NON_LINEAR"
     component, _, trc = name.partition("_")
     babl_type, dtype = _COMPONENTS.get(component, ("float", "f32"))
-    encoding = f"{_MODELS.get(trc, 'RGBA')} {babl_type}"
+    model = _MODELS.get(trc, "RGBA")
+    encoding = f"{model} {babl_type}"
     babl_name = encoding
     if drawable is not None:
         # Keep the image's own primaries: a plain name would mean sRGB and convert wide-gamut
@@ -59,9 +63,10 @@ def pixel_format(image: Gimp.Image, drawable: Gimp.Drawable | None = None) -> Pi
         space = Babl.format_get_space(drawable.get_format())
         if space is not None:
             babl_name = Babl.get_name(Babl.format_with_space(encoding, space))
+    transfer = Transfer.LINEAR if model == "RGBA" else Transfer.SRGB  # the pixels read are linear
     if dtype == "u8":
-        return PixelFormat(babl_name, dtype, "Y u8", "u8")
-    return PixelFormat(babl_name, dtype, "Y float", "f32")
+        return PixelFormat(babl_name, dtype, "Y u8", "u8", transfer)
+    return PixelFormat(babl_name, dtype, "Y float", "f32", transfer)
 
 
 def read_rgba(drawable: Gimp.Drawable, rect: Rect, fmt: PixelFormat, role: str) -> Frame:

@@ -70,6 +70,7 @@ class Controller(QtCore.QObject):
             params=settings.params(),
             label=settings.layer_name(self.default_preset(settings.engine)),
             payload=cap,
+            transfer=cap.colorspace.transfer,
         )
 
     def refine_active(self, settings: RefineSettings | None = None) -> Job | None:

@@ -8,11 +8,13 @@ here changes the user's document.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from touchup.shared.frames import DTYPE_SIZES, Frame, FrameDesc
 from touchup.shared.geometry import Rect, context_tile
+from touchup.shared.protocol import Transfer
 
 from .config import SOURCE_LAYER, RefineSettings
 
@@ -36,6 +38,10 @@ LAYER_TYPES = {
 }
 
 
+#: The gamma-1.0 marker in profile names such as ``sRGB-elle-V2-g10.icc``.
+_G10 = re.compile(r"(^|[^a-z0-9])g10([^0-9]|$)")
+
+
 class PluginError(Exception):
     """Something the user must fix (no selection, unsupported colour model...): shown as is."""
 
@@ -53,6 +59,10 @@ class ColorSpace:
     @property
     def order(self) -> str:
         return DEPTHS[self.depth][1]
+
+    @property
+    def transfer(self) -> Transfer:
+        return profile_transfer(self.profile)
 
 
 @dataclass
@@ -168,6 +178,20 @@ def layer_choices(document: Any) -> list[tuple[str, str]]:
     if document is not None:
         walk(list(document.topLevelNodes()), 0)
     return out
+
+
+def profile_transfer(profile: str) -> Transfer:
+    """Whether pixels under the colour profile named ``profile`` hold linear light.
+
+    Krita's scripting API names a profile but does not expose its tone curve, so the name is
+    read: Krita's linear profiles are ``scRGB (linear)``, the ``...-g10.icc`` family (what new
+    16-bit and float RGB documents get when no profile is named) and "...with linear gamma
+    TRC"; imported ones usually say "linear" too. Every other curve (sRGB, gamma 1.8/2.2, Rec. 709, L*) is near enough to
+    sRGB for a model trained on sRGB pictures.
+    """
+    name = profile.lower()
+    linear = "linear" in name or "scrgb" in name or "gamma 1.0" in name
+    return Transfer.LINEAR if linear or _G10.search(name) else Transfer.SRGB
 
 
 def _colorspace(obj: Any, what: str) -> ColorSpace:

@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from touchup.shared.client import BackendError, refine_request
-from touchup.shared.protocol import ErrorCode, Kind, Message, make_header
+from touchup.shared.protocol import ErrorCode, Kind, Message, Transfer, make_header
 
 from .connection import Backend, ConnectionState
 from .messages import human_message
@@ -99,7 +99,19 @@ class JobQueue(QtCore.QObject):
 
     # -- public ------------------------------------------------------------------------------
     def submit(
-        self, source, mask, origin, doc_size, references, prompt, engine, preset, params, label, payload
+        self,
+        source,
+        mask,
+        origin,
+        doc_size,
+        references,
+        prompt,
+        engine,
+        preset,
+        params,
+        label,
+        payload,
+        transfer=Transfer.SRGB,
     ) -> Job:
         header, frames = refine_request(
             source,
@@ -111,6 +123,7 @@ class JobQueue(QtCore.QObject):
             engine=engine,
             preset=preset,
             params=params,
+            transfer=transfer,
         )
         self._keys += 1
         job = Job(self._keys, header, frames, label, payload)

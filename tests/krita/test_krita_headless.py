@@ -25,6 +25,7 @@ CHECKS = [
     "rect_u8_visible",
     "feathered_u16_visible",
     "float_depths",
+    "linear_scrgb_float_round_trip",
     "with_reference_layer",
     "active_layer_source",
     "queued_jobs_land_in_order",
@@ -56,6 +57,11 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     root = tmp_path_factory.mktemp("krita")
     slow = BackendProcess(root / "slow", **SLOW_IDENTITY)
     doomed = BackendProcess(root / "doomed", **SLOW_IDENTITY)
+    # The identity engine appends what it received to this file: what the linear check inspects.
+    record = root / "received.jsonl"
+    recording = BackendProcess(
+        root / "recording", engine="identity", engines={"identity": {"record": str(record)}}
+    )
     try:
         example = root / "example"
         subprocess.run(
@@ -72,6 +78,8 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
             "spare_endpoint": free_endpoint(),
             "backend_command": spare_command(root),
             "example_dir": str(example),
+            "recording_endpoint": recording.endpoint,
+            "record_file": str(record),
         }
         (root / "config.json").write_text(json.dumps(config))
         results, log = root / "results.json", root / "krita.log"
@@ -89,6 +97,7 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     finally:
         slow.stop()
         doomed.stop()
+        recording.stop()
 
 
 @pytest.mark.parametrize("name", CHECKS)
