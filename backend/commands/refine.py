@@ -46,6 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-color-correct", action="store_true", help="paste back without colour correction")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     p.add_argument(
+        "--connection",
+        metavar="FILE",
+        help="connection file from `touchup keys add` (a backend on another machine; implies --no-start)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=3600.0, help="give up after this many seconds (default: an hour)"
+    )
+    p.add_argument(
         "--layer-out", help="also write the RGBA result tile (what a plugin gets) + PATH.json offset"
     )
     p.add_argument(
@@ -147,8 +155,17 @@ def _run(args: argparse.Namespace) -> None:
         },
     )
 
+    from ...shared.connection import ConnectionError_, load_connection
+
+    connection = None
+    if args.connection:
+        try:
+            connection = load_connection(args.connection)
+        except ConnectionError_ as exc:
+            raise CliError(str(exc), "bad_connection") from None
+        args.endpoint, args.no_start = connection.endpoint, True
     started = None
-    if not is_running(args.endpoint):
+    if connection is None and not is_running(args.endpoint):
         if args.no_start:
             raise CliError(
                 f"no backend is running at {args.endpoint}; start one with `touchup serve`",
@@ -160,9 +177,13 @@ def _run(args: argparse.Namespace) -> None:
         except RuntimeError as exc:
             raise CliError(str(exc), ErrorCode.UNREACHABLE) from None
     try:
-        with Client(args.endpoint, name="touchup-cli") as client, _Progress(args.quiet) as progress:
+        with (
+            Client(args.endpoint, name="touchup-cli", connection=connection) as client,
+            _Progress(args.quiet) as progress,
+        ):
             try:
-                result = client.refine(header, frames, on_event=progress.update)
+                client.hello(timeout=10)  # learn the backend's instance: a restart then fails the job at once
+                result = client.refine(header, frames, on_event=progress.update, timeout=args.timeout)
             except BackendError as exc:
                 raise CliError(exc.message, exc.code) from None
             if started is not None:
