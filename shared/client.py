@@ -209,8 +209,14 @@ class Client:
                 break
             if event == zmq.EVENT_DISCONNECTED:
                 self.disconnected = True
-            elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._refused = "the backend refused this client's key (ask for a new connection file)"
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self._refused = (
+                    "the backend requires a key (CurveZMQ): connect with a connection file"
+                    if self.connection is None
+                    else "the backend does not use CurveZMQ, or its key differs from the connection file's"
+                )
         if self._refused:
             raise BackendError(ErrorCode.FORBIDDEN, self._refused)
 

@@ -54,6 +54,7 @@ class BackendProcess:
 
     def __init__(self, workdir: Path, **config: Any) -> None:
         self.endpoint = config.pop("endpoint", None) or free_endpoint()
+        self.connection = config.pop("connection", None)  # a CurveZMQ backend's client keys
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "backend.log"
         self.config_path = workdir / "config.toml"
@@ -83,7 +84,7 @@ class BackendProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"backend exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with Client(self.endpoint) as c:
+                with Client(self.endpoint, connection=self.connection) as c:
                     c.ping(timeout=0.5)
                 return
             except BackendError:
@@ -92,7 +93,7 @@ class BackendProcess:
         raise RuntimeError(f"backend did not answer within {timeout} s:\n{self.log()}")
 
     def client(self, name: str = "test") -> Client:
-        return Client(self.endpoint, name=name)
+        return Client(self.endpoint, name=name, connection=self.connection)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

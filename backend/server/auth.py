@@ -178,7 +178,7 @@ class CurveSecurity:
 
     def start(self) -> None:
         self._auth.start()
-        self._auth.configure_curve_callback(domain="*", credentials_provider=self._auth.allow_list)
+        self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self._auth.allow_list)
 
     def secure(self, socket: zmq.Socket) -> None:
         socket.curve_server = True
