@@ -38,7 +38,7 @@ from .paths import GIMP, KRITA, EditorLocation, find_locations
 
 KRITA_PLUGIN = "touchup_krita"
 #: Files that are build or runtime by-products and never part of a plugin.
-_SKIP_NAMES = {"__pycache__", ".pytest_cache", "lib", "config.json"}
+_SKIP_NAMES = {"__pycache__", ".pytest_cache", "lib", "config.json", "connection.touchup"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
 
 

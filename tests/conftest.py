@@ -141,6 +141,23 @@ def backend_factory(tmp_path: Path) -> Iterator:
         proc.stop()
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def curve_backend(root: Path, engine: str = "identity") -> tuple[BackendProcess, Path]:
+    """A CurveZMQ backend on loopback and the connection file `touchup keys add` wrote for it."""
+    from touchup.shared.connection import load_connection
+
+    keys, endpoint, file = root / "keys", free_endpoint(), root / "krita-user.touchup"
+    for args in (["init"], ["add", "krita-user", "--endpoint", endpoint, "-o", str(file)]):
+        subprocess.run(
+            [sys.executable, "-m", "touchup.backend", "keys", "--keys-dir", str(keys), *args], check=True
+        )
+    proc = BackendProcess(root / "curve", endpoint=endpoint, engine=engine, curve=True, keys_dir=str(keys),
+                          connection=load_connection(file))  # fmt: skip
+    return proc, file
+
+
 def editors_required() -> bool:
     """CI sets TOUCHUP_REQUIRE_EDITORS=1 after installing Krita and GIMP: missing ones then fail."""
     return os.environ.get("TOUCHUP_REQUIRE_EDITORS") == "1"

@@ -114,6 +114,7 @@ def _run(args: argparse.Namespace) -> None:
 
     from ...shared.client import BackendError, Client, refine_request
     from ...shared.geometry import Rect, context_tile
+    from ...shared.result import SentTile, checked_result
     from ..imaging import frame_to_array, from_float, to_float, wrap_frame
     from ..launch import is_running, start_backend
 
@@ -198,8 +199,11 @@ def _run(args: argparse.Namespace) -> None:
             except Exception:
                 started.kill()
 
-    layer = frame_to_array(result.frames[0])  # RGBA order after conversion
-    ox, oy = result.header["origin"]
+    try:
+        frame, (ox, oy) = checked_result(result, SentTile.of_request(header, frames))
+    except BackendError as exc:
+        raise CliError(exc.message, exc.code) from None
+    layer = frame_to_array(frame)  # RGBA order after conversion
     lh, lw = layer.shape[:2]
     out = bgr.copy()
     region = out[oy : oy + lh, ox : ox + lw]

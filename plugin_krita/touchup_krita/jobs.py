@@ -22,7 +22,9 @@ from typing import Any
 import zmq
 
 from touchup.shared.client import BackendError, Client, refine_request
+from touchup.shared.connection import ConnectionError_, load_connection
 from touchup.shared.protocol import ErrorCode, Kind, Message, make_header
+from touchup.shared.result import SentTile, checked_result
 
 from .config import PluginConfig
 from .messages import CANCELLED, human_message
@@ -73,7 +75,7 @@ class Backend(QtCore.QObject):
     # -- public ------------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return self.config.endpoint
+        return self._client.endpoint if self._client is not None else self.config.endpoint
 
     def send(self, header: dict[str, Any], frames: list = ()) -> str:
         assert self._client is not None
@@ -123,7 +125,18 @@ class Backend(QtCore.QObject):
     # -- socket ------------------------------------------------------------------------------
     def _connect(self) -> None:
         self._disconnect()
-        self._client = Client(self.config.endpoint, context=self._context, name="touchup-krita")
+        connection = None
+        if self.config.connection:  # a backend on another machine, with CurveZMQ keys
+            try:
+                connection = load_connection(self.config.connection)
+            except ConnectionError_ as exc:
+                self.start_error = f"Cannot use the connection file: {exc}"
+        self._client = Client(
+            connection.endpoint if connection else self.config.endpoint,
+            context=self._context,
+            name="touchup-krita",
+            connection=connection,
+        )
         self._notifier = QtCore.QSocketNotifier(self._client.fileno(), QtCore.QSocketNotifier.Type.Read, self)
         self._notifier.activated.connect(self._drain)
         try:
@@ -272,6 +285,7 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     finished: float = 0.0
     cancel_requested: bool = False
+    sent: SentTile | None = None  # the tile the result must fit
 
     @property
     def terminal(self) -> bool:
@@ -323,7 +337,7 @@ class JobQueue(QtCore.QObject):
             params=params,
         )
         self._keys += 1
-        job = Job(self._keys, header, frames, label, payload)
+        job = Job(self._keys, header, frames, label, payload, sent=SentTile.of_request(header, frames))
         self.jobs.append(job)
         if self.backend.state == NOT_RUNNING:
             self._fail(job, ErrorCode.UNREACHABLE, "")
@@ -363,6 +377,20 @@ class JobQueue(QtCore.QObject):
         return next((j for j in self.jobs if j.request_id is not None and j.request_id == req_id), None)
 
     def _on_message(self, msg: Message) -> None:
+        # A Qt slot: an exception here would vanish into Krita's console and leave the job
+        # "sent" for ever. Whatever goes wrong fails that job, visibly.
+        try:
+            self._handle_message(msg)
+        except Exception as exc:
+            job = self._find(msg.header.get("id"))
+            if job is not None and not job.terminal:
+                self._finish(
+                    job, "failed", ErrorCode.INTERNAL, f"Touchup could not read the backend's reply: {exc}"
+                )
+            self._flush()
+            self.changed.emit()
+
+    def _handle_message(self, msg: Message) -> None:
         req_id = msg.header.get("id")
         pending = self._cancel_pending.pop(req_id, None) if req_id is not None else None
         if pending is not None:
@@ -386,9 +414,15 @@ class JobQueue(QtCore.QObject):
             job.step = int(msg.header.get("step") or 0)
             job.total = int(msg.header.get("total") or 0)
         elif msg.kind == Kind.RESULT:
-            job.result = msg
-            job.state = "ready"
-            job.finished = time.monotonic()
+            try:
+                if job.sent is not None:
+                    checked_result(msg, job.sent)
+            except BackendError as exc:
+                self._fail(job, exc.code, exc.message)
+            else:
+                job.result = msg
+                job.state = "ready"
+                job.finished = time.monotonic()
         elif msg.kind == Kind.ERROR:
             err = BackendError.from_message(msg)
             self._fail(job, err.code, err.message, err.detail)
