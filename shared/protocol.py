@@ -96,6 +96,7 @@ class ErrorCode(WireEnum):
     CANCELLED = "cancelled"  # the job ended with a ``cancelled`` message
     BACKEND_RESTARTED = "backend_restarted"  # another backend instance answers: the job was lost
     BAD_RESULT = "bad_result"  # a result that does not fit the tile that was sent
+    BAD_CONNECTION = "bad_connection"  # a connection file that cannot be used
 
 
 class ProtocolError(Exception):

@@ -407,3 +407,10 @@ def test_trust_is_loopback_or_a_key():
     assert endpoint.peer_identity(Frame(**{"Peer-Address": "192.168.1.5"}), False, ep) == (None, False)
     assert endpoint.peer_identity(Frame(**{"User-Id": "alice"}), True, ep) == ("alice", True)
     assert endpoint.peer_identity(Frame(**{"User-Id": ""}), True, ep) == (None, False)
+
+
+def test_the_tray_says_when_the_worker_was_restarted():
+    from touchup.backend.tray import state_from_status
+
+    status = {"worker": {"state": "idle", "restarts": 2}, "queue": {"completed": 5}}
+    assert "worker restarted 2x" in state_from_status(status, pid=1, restarts=0).line()

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ...shared.protocol import DEFAULT_ENDPOINT
+from ...shared.protocol import DEFAULT_ENDPOINT, ErrorCode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def _client(args: argparse.Namespace):
         try:
             client = Client(name="touchup-cli", connection=args.connection)
         except ConnectionError_ as exc:
-            raise BackendError("bad_connection", str(exc)) from None
+            raise BackendError(ErrorCode.BAD_CONNECTION, str(exc)) from None
         args.endpoint = client.endpoint
         return client
     return Client(args.endpoint, name="touchup-cli")

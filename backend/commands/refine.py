@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> None:
         try:
             connection = load_connection(args.connection)
         except ConnectionError_ as exc:
-            raise CliError(str(exc), "bad_connection") from None
+            raise CliError(str(exc), ErrorCode.BAD_CONNECTION) from None
         args.endpoint, args.no_start = connection.endpoint, True
     started = None
     if connection is None and not is_running(args.endpoint):

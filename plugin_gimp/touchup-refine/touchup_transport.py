@@ -46,7 +46,7 @@ def connection_from(path: str | None) -> Connection | None:
     try:
         return load_connection(path)
     except ConnectionError_ as exc:
-        raise BackendError("bad_connection", str(exc)) from None
+        raise BackendError(ErrorCode.BAD_CONNECTION, str(exc)) from None
 
 
 def start_hint(endpoint: str) -> str:
