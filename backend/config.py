@@ -6,6 +6,8 @@ Example ``config.toml``::
     engine = "classic"          # default engine for requests that name none (unset: refine-anything
                                 # when its weights are present, else classic)
     max_pixels = 67108864       # largest tile accepted (width*height)
+    max_queue_per_client = 16   # jobs one client may have waiting (the queue is round-robin)
+    curve = true                # CurveZMQ: required to listen beyond this machine (`touchup keys`)
     idle_unload_s = 600         # unload a GPU model after this long without jobs (0: never)
 
     [engines.qwen-edit]         # options passed to that engine
@@ -58,7 +60,12 @@ class Config:
     max_pixels: int = 8192 * 8192  # per tile
     max_side: int = 16384
     max_references: int = 4
-    max_queue: int = 32
+    max_queue: int = 32  # waiting jobs, all clients together
+    max_queue_per_client: int = 16  # waiting jobs of one client (a key's user, else a connection)
+    max_queued_bytes: int = 4 << 30  # pixel memory waiting jobs may hold together
+    curve: bool = False  # CurveZMQ: encrypt, and accept only clients whose key is in keys_dir
+    keys_dir: str | None = None  # default: <user config dir>/keys (see `touchup keys`)
+    heartbeat_s: float = 1.0  # ZeroMQ heartbeat; a peer silent for 3 heartbeats is dropped
     idle_unload_s: float = 600.0
     models_dir: str | None = None  # extra folder searched before the Hugging Face cache
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)

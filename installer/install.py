@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shlex
 import stat
 import tempfile
@@ -31,13 +32,13 @@ import platformdirs
 
 from ..shared import __version__
 from . import autostart as autostart_mod
-from . import editors, inifile, wheels
+from . import editors, inifile, safefs, wheels
 from .manifest import Component, Manifest, Setting, make_dirs, remove_empty_dirs, sha256
 from .paths import GIMP, KRITA, EditorLocation, find_locations
 
 KRITA_PLUGIN = "touchup_krita"
 #: Files that are build or runtime by-products and never part of a plugin.
-_SKIP_NAMES = {"__pycache__", ".pytest_cache", "lib", "config.json"}
+_SKIP_NAMES = {"__pycache__", ".pytest_cache", "lib", "config.json", "connection.touchup"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
 
 
@@ -75,6 +76,8 @@ class Plan:
     registry: list[tuple[str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    #: The folder every file of this component lives in; nothing below it is written through a link.
+    root: Path | None = None
 
 
 @dataclass
@@ -216,7 +219,7 @@ def plan_krita(stack: ExitStack, opts: Options, loc: EditorLocation) -> Plan:
     if not desktop.is_file():
         raise InstallError(f"the Krita plugin is missing from this Touchup build ({desktop})")
     pkg = loc.plugin_dir / KRITA_PLUGIN
-    plan = Plan(f"krita:{loc.variant}", KRITA, str(loc.plugin_dir))
+    plan = Plan(f"krita:{loc.variant}", KRITA, str(loc.plugin_dir), root=loc.plugin_dir)
     plan.files.append(FileSpec(loc.plugin_dir / desktop.name, desktop))
     plan.files += [
         FileSpec(pkg / p.relative_to(source / KRITA_PLUGIN), p) for p in _walk(source / KRITA_PLUGIN)
@@ -235,7 +238,7 @@ def plan_gimp(stack: ExitStack, opts: Options, loc: EditorLocation) -> Plan:
     source = _package_dir(stack, "touchup.plugin_gimp")
     name = gimp_plugin_name(source)
     dest = loc.plugin_dir / name
-    plan = Plan(f"gimp:{loc.variant}", GIMP, str(loc.plugin_dir))
+    plan = Plan(f"gimp:{loc.variant}", GIMP, str(loc.plugin_dir), root=loc.plugin_dir)
     for p in _walk(source / name):
         rel = p.relative_to(source / name)
         # GIMP silently ignores a plug-in whose main file is not executable.
@@ -250,6 +253,7 @@ def plan_autostart(opts: Options) -> Plan:
     entry = autostart_mod.autostart_entry(autostart_mod.tray_command())
     plan = Plan("autostart", "tray", entry.description)
     if entry.path is not None:
+        plan.root = entry.path.parent
         plan.files.append(FileSpec(entry.path, content=entry.content))
     if entry.registry is not None:
         plan.registry.append(entry.registry)
@@ -271,33 +275,51 @@ def build_plans(stack: ExitStack, opts: Options) -> list[Plan]:
 
 
 # -- applying ---------------------------------------------------------------------------------
+def plan_root(plan: Plan) -> Path:
+    return plan.root if plan.root is not None else Path(plan.target)
+
+
 def conflicts(plan: Plan, manifest: Manifest) -> list[Path]:
-    """Paths the plan would write that hold something the installer did not create."""
+    """Paths the plan would write that hold something the installer did not create, or that
+    lie outside the component's folder or behind a symbolic link (never written, even with --force)."""
     owned = manifest.owned_files()
     out = []
     for spec in plan.files:
-        if spec.dest.is_dir() or (spec.dest.exists() and str(spec.dest) not in owned):
+        if spec.dest.is_dir() or (os.path.lexists(spec.dest) and str(spec.dest) not in owned):
             out.append(spec.dest)
+    return out
+
+
+def unsafe_paths(plan: Plan) -> list[str]:
+    out = []
+    for spec in plan.files:
+        try:
+            safefs.check(spec.dest, plan_root(plan))
+        except safefs.UnsafePath as exc:
+            out.append(str(exc))
     return out
 
 
 def apply(plan: Plan, manifest: Manifest, dry_run: bool, say: Callable[[str], None]) -> None:
     old = manifest.components.get(plan.component)
-    comp = Component(plan.component, plan.editor, plan.target, info=dict(plan.info))
+    root = plan_root(plan)
+    comp = Component(plan.component, plan.editor, plan.target, info=dict(plan.info), root=str(root))
     comp.dirs = [d for d in (old.dirs if old else []) if Path(d).is_dir()]
     counts = {"new": 0, "updated": 0, "unchanged": 0, "removed": 0}
     wanted = {str(s.dest) for s in plan.files}
     for spec in plan.files:
         digest = spec.digest()
-        state = (
-            "new" if not spec.dest.exists() else ("unchanged" if sha256(spec.dest) == digest else "updated")
-        )
+        exists = spec.dest.is_file() and not spec.dest.is_symlink()
+        state = "new" if not exists else ("unchanged" if sha256(spec.dest) == digest else "updated")
         counts[state] += 1
         if not dry_run:
-            comp.dirs += make_dirs(spec.dest.parent)
-            if state != "unchanged":
-                spec.dest.write_bytes(spec.data())
+            comp.dirs += safefs.make_dirs(spec.dest.parent, root)
+            mode = None
             if spec.executable:
+                mode = 0o755
+            if state != "unchanged":
+                safefs.write(spec.dest, spec.data(), root, mode=mode if mode is not None else 0o644)
+            elif mode is not None:
                 spec.dest.chmod(spec.dest.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         elif state != "unchanged":
             say(f"  would write {spec.dest} ({state})")
@@ -306,8 +328,16 @@ def apply(plan: Plan, manifest: Manifest, dry_run: bool, say: Callable[[str], No
         counts["removed"] += 1
         if dry_run:
             say(f"  would remove {stale} (no longer part of Touchup)")
-        else:
-            Path(stale).unlink(missing_ok=True)
+            continue
+        outcome = safefs.remove(Path(stale), Path(old.root) if old.root else root, old.files[stale])
+        if outcome in (safefs.Removal.CHANGED, safefs.Removal.UNSAFE):
+            counts["removed"] -= 1
+            why = (
+                "it was changed after install"
+                if outcome == safefs.Removal.CHANGED
+                else "not a plain file here"
+            )
+            say(f"  kept {stale}: {why}")
     for file, section, key, value in plan.settings:
         prior = next((s for s in (old.settings if old else []) if (s.file, s.key) == (str(file), key)), None)
         previous = prior.previous if prior else inifile.get_value(file, section, key)
@@ -340,6 +370,13 @@ def install(opts: Options, say: Callable[[str], None] = print, manifest_path: Pa
             plans = build_plans(stack, opts)
         except InstallError as exc:
             say(f"touchup install: {exc}")
+            return 1
+        unsafe = [reason for p in plans for reason in unsafe_paths(p)]
+        if unsafe:  # never, not even with --force: a link would send our files elsewhere
+            say("touchup install: refusing to write through symbolic links or outside the plugin folders:")
+            for reason in unsafe[:10]:
+                say(f"  {reason}")
+            say("Remove those links (or point the editor's folder option at a plain folder) and run again.")
             return 1
         blocked = {p.component: conflicts(p, manifest) for p in plans}
         blocked = {k: v for k, v in blocked.items() if v}

@@ -59,6 +59,7 @@ class Component:
     settings: list[Setting] = field(default_factory=list)
     registry: list[dict[str, str]] = field(default_factory=list)  # Windows Run-key values
     info: dict[str, Any] = field(default_factory=dict)
+    root: str = ""  # the folder every file lives in (older manifests: empty, see uninstall)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Component:

@@ -13,14 +13,36 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import autostart as autostart_mod
-from . import inifile
+from . import inifile, safefs
 from .manifest import Component, Manifest, remove_empty_dirs
+
+
+def component_root(comp: Component, path: Path) -> Path | None:
+    """The folder ``path`` must lie in to be removed, or None when it may not be touched.
+
+    The root is recorded at install (older manifests: the plugin folder in ``target``, else the
+    file's own folder). Whatever the manifest says, the file's first step below the root must be
+    named for Touchup -- a tampered manifest cannot send uninstall to ``~/.bashrc``.
+    """
+    root = (
+        Path(comp.root)
+        if comp.root
+        else Path(comp.target)
+        if Path(comp.target).is_absolute()
+        else path.parent
+    )
+    try:
+        first = path.relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return root if first.lower().startswith(("touchup", "org.touchup")) else None
 
 
 def _is_bytecode_cache(path: Path) -> bool:
     """A ``__pycache__`` folder holding only compiled files: what importing our files left."""
     return (
         path.name == "__pycache__"
+        and not path.is_symlink()
         and path.is_dir()
         and all(p.is_file() and p.suffix in (".pyc", ".pyo") for p in path.iterdir())
     )
@@ -30,13 +52,29 @@ def remove_component(comp: Component, say: Callable[[str], None], dry_run: bool 
     """Undo one component; returns the folders it created, for the caller to remove once empty."""
     verb = "would remove" if dry_run else "removed"
     removed = 0
+    kept: list[tuple[Path, safefs.Removal]] = []
     for name in sorted(comp.files):
         path = Path(name)
-        if path.is_file() or path.is_symlink():
+        root = component_root(comp, path)
+        if root is None:
+            kept.append((path, safefs.Removal.UNSAFE))
+            continue
+        if dry_run:
+            removed += path.is_file() and not path.is_symlink()
+            continue
+        outcome = safefs.remove(path, root, comp.files[name])
+        if outcome == safefs.Removal.REMOVED:
             removed += 1
-            if not dry_run:
-                path.unlink()
+        elif outcome != safefs.Removal.MISSING:
+            kept.append((path, outcome))
     say(f"  {verb} {removed} file(s)")
+    for path, outcome in kept:
+        why = (
+            "changed since it was installed"
+            if outcome == safefs.Removal.CHANGED
+            else "outside the plugin folder or a link"
+        )
+        say(f"  kept {path}: {why}")
     for s in comp.settings:
         file = Path(s.file)
         if inifile.get_value(file, s.section, s.key) is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -24,6 +25,9 @@ from pathlib import Path
 
 from packaging import tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+from .manifest import sha256
+from .wheel_pins import PINNED_VERSIONS, WHEEL_SHA256
 
 #: What the plugins import besides the standard library (see ``touchup.shared``).
 PLUGIN_REQUIREMENTS = ("pyzmq", "msgpack")
@@ -148,31 +152,48 @@ def pip_download_command(
     cmd += ["--dest", str(dest)]
     if offline:
         cmd += ["--no-index", "--find-links", str(dest)]
-    return cmd + list(projects)
+    return cmd + [f"{p}=={PINNED_VERSIONS[p]}" if p in PINNED_VERSIONS else p for p in projects]
 
 
 class WheelError(RuntimeError):
     """No usable wheel could be obtained; the message says what to do."""
 
 
-def fetch_wheels(target: WheelTarget, cache_dir: Path, projects=PLUGIN_REQUIREMENTS) -> dict[str, Path]:
-    """Wheels for ``target`` from ``cache_dir``, downloading what is missing with pip.
+def pinned(paths: list[Path], pins: dict[str, str] | None = None) -> list[Path]:
+    """Those of ``paths`` that are pinned wheels whose content matches the pinned hash."""
+    pins = WHEEL_SHA256 if pins is None else pins
+    return [p for p in paths if p.name in pins and sha256(p) == pins[p.name]]
+
+
+def fetch_wheels(
+    target: WheelTarget, cache_dir: Path, projects=PLUGIN_REQUIREMENTS, pins: dict[str, str] | None = None
+) -> dict[str, Path]:
+    """Pinned wheels for ``target`` from ``cache_dir``, downloading what is missing with pip.
 
     The cache is tried first without network, so a second install (or an offline machine with
-    a filled cache) never touches the index.
+    a filled cache) never touches the index. Only wheels listed in :mod:`.wheel_pins` whose
+    sha256 matches are ever chosen: anything else in the cache is ignored, and a pinned name
+    with other content is reported.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    chosen = select_wheels(sorted(cache_dir.glob("*.whl")), target, projects)
+    chosen = select_wheels(pinned(sorted(cache_dir.glob("*.whl")), pins), target, projects)
     if len(chosen) == len(projects):
         return chosen
     proc = subprocess.run(pip_download_command(target, cache_dir, projects), capture_output=True, text=True)
-    chosen = select_wheels(sorted(cache_dir.glob("*.whl")), target, projects)
+    cached = sorted(cache_dir.glob("*.whl"))
+    chosen = select_wheels(pinned(cached, pins), target, projects)
     missing = sorted({canonicalize_name(p) for p in projects} - set(chosen))
     if missing:
+        tampered = [p.name for p in cached if p.name in (pins or WHEEL_SHA256) and p not in pinned([p], pins)]
+        if tampered:
+            raise WheelError(
+                f"{', '.join(tampered)} in {cache_dir} does not match its pinned sha256: delete it and run the "
+                "install again"
+            )
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
         raise WheelError(
-            f"no binary wheel of {', '.join(missing)} for {target.key} ({detail[0]}); "
-            f"put matching .whl files into {cache_dir} and run the install again"
+            f"no pinned binary wheel of {', '.join(missing)} for {target.key} ({detail[0]}); "
+            "this platform's wheels are not in Touchup's pin list (installer/wheel_pins.py)"
         )
     return chosen
 
@@ -186,6 +207,7 @@ def unpack_wheels(wheels: dict[str, Path] | list[Path], lib_dir: Path) -> list[P
     """
     files = list(wheels.values()) if isinstance(wheels, dict) else list(wheels)
     lib_dir.mkdir(parents=True, exist_ok=True)
+    root = lib_dir.resolve()
     written: set[Path] = set()
     for wheel in files:
         with zipfile.ZipFile(wheel) as zf:
@@ -193,8 +215,16 @@ def unpack_wheels(wheels: dict[str, Path] | list[Path], lib_dir: Path) -> list[P
                 top = info.filename.split("/", 1)[0]
                 if top.endswith(".data"):
                     continue
-                target = (lib_dir / info.filename).resolve()
-                if not str(target).startswith(str(lib_dir.resolve())):
+                # Resolved containment, not a string prefix: "../lib-evil/x" starts with ".../lib"
+                # as text but lies beside it. Absolute names and symlink entries are refused too.
+                target = (root / info.filename).resolve()
+                link = stat.S_ISLNK(info.external_attr >> 16)
+                if (
+                    link
+                    or Path(info.filename).is_absolute()
+                    or not target.is_relative_to(root)
+                    or target == root
+                ):
                     raise WheelError(f"{wheel.name} holds a path outside its folder: {info.filename}")
                 written.add(lib_dir / top)
                 if info.is_dir():

@@ -11,15 +11,17 @@ Two ways to use it:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
 
+from .connection import Connection, load_connection
 from .frames import Frame, FrameDesc
 from .protocol import (
     DEFAULT_ENDPOINT,
@@ -32,18 +34,17 @@ from .protocol import (
     encode,
     make_header,
 )
+from .request import DEFAULT_PARAMS as SCHEMA_DEFAULTS
 
 #: Parameters a refine request may carry, with the protocol's defaults (the backend re-validates).
-DEFAULT_PARAMS: dict[str, Any] = {
-    "strength": 1.0,
-    "steps": None,  # engine's default
-    "seed": 0,
-    "guidance": None,  # engine's default
-    "context": 64,
-    "feather": 8,
-    "mode": "refine",
-    "color_correct": True,
-}
+DEFAULT_PARAMS: dict[str, Any] = dict(SCHEMA_DEFAULTS)
+#: ZeroMQ heartbeat of client sockets: a dropped network shows as a disconnect within 3 of these.
+HEARTBEAT_S = 1.0
+#: After the connection drops, how long the backend (or its successor) has to answer a ping.
+RECONNECT_PING_S = 3.0
+_MONITOR_EVENTS = (
+    zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 
 class BackendError(Exception):
@@ -105,27 +106,60 @@ def _with_role(frame: Frame, role: str) -> Frame:
 
 
 class Client:
-    """One DEALER connection to the backend. Not thread-safe: use it from one thread."""
+    """One DEALER connection to the backend. Not thread-safe: use it from one thread.
+
+    With a :class:`~.connection.Connection` the socket is a CurveZMQ client (encrypted, and
+    authenticated by the user's key). The client remembers the backend's ``instance`` id (from
+    hello, pong and accepted): a different id later means the backend restarted and every job
+    sent before is lost, which :meth:`wait` reports at once instead of waiting forever.
+    """
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         context: zmq.Context | None = None,
         name: str = "touchup-client",
+        connection: Connection | str | os.PathLike | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        if connection is not None and not isinstance(connection, Connection):
+            connection = load_connection(connection)
+        self.connection = connection
+        self.endpoint = endpoint or (connection.endpoint if connection else DEFAULT_ENDPOINT)
         self.name = name
         self._own_context = context is None
         self._context = context or zmq.Context()
         self.socket = self._context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(endpoint)
+        ivl = int(HEARTBEAT_S * 1000)
+        for option, value in (
+            (zmq.HEARTBEAT_IVL, ivl),
+            (zmq.HEARTBEAT_TIMEOUT, 3 * ivl),
+            (zmq.HEARTBEAT_TTL, 3 * ivl),
+        ):
+            self.socket.setsockopt(option, value)
+        if connection is not None:
+            connection.apply(self.socket)
+        self._monitor = self.socket.get_monitor_socket(_MONITOR_EVENTS)
+        self._poller = zmq.Poller()
+        self._poller.register(self.socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+        self.socket.connect(self.endpoint)
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:x}-"
         self._backlog: deque[Message] = deque()
+        #: The backend instance last heard from (None until a hello, pong or accepted).
+        self.instance: str | None = None
+        #: Set when the connection dropped since :meth:`wait` last looked.
+        self.disconnected = False
+        self._refused: str | None = None
+        #: Request id -> backend instance, for jobs the backend acknowledged (the last few hundred).
+        self._accepted: OrderedDict[Any, str | None] = OrderedDict()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.socket.disable_monitor()
+        self._monitor.close(0)
         self.socket.close(0)
         if self._own_context:
             self._context.term()
@@ -161,19 +195,65 @@ class Client:
         return out
 
     def recv(self, timeout: float | None) -> Message | None:
-        """The next message, waiting at most ``timeout`` seconds (``None``: forever)."""
+        """The next message, waiting at most ``timeout`` seconds (``None``: forever).
+
+        Returns None early when the connection drops (see :attr:`disconnected`); raises
+        :class:`BackendError` ``forbidden`` when a CurveZMQ backend refused this client's key.
+        """
         if self._backlog:
             return self._backlog.popleft()
-        if self.socket.poll(None if timeout is None else int(timeout * 1000), zmq.POLLIN):
-            return self._read()
-        return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self.disconnected and not self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return None  # nothing left to read from before the drop: let the caller check
+            events = dict(self._poller.poll(None if left is None else int(left * 1000)))
+            if self._monitor in events:
+                self._read_monitor()
+            if self.socket in events or self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return self._read()
+            if self.disconnected or (deadline is not None and time.monotonic() >= deadline):
+                return None
+
+    def _read_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                break
+            if event == zmq.EVENT_DISCONNECTED:
+                self.disconnected = True
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refused = "the backend refused this client's key (ask for a new connection file)"
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self._refused = (
+                    "the backend requires a key (CurveZMQ): connect with a connection file"
+                    if self.connection is None
+                    else "the backend does not use CurveZMQ, or its key differs from the connection file's"
+                )
+        if self._refused:
+            raise BackendError(ErrorCode.FORBIDDEN, self._refused)
 
     def _read(self) -> Message:
         parts = self.socket.recv_multipart(copy=False)
         try:
-            return decode(parts)
+            msg = decode(parts)
         except ProtocolError as exc:
-            return Message(make_header(Kind.ERROR, code=exc.code, message=exc.message, detail=exc.detail))
+            return Message(
+                make_header(
+                    Kind.ERROR, code=exc.code, message=exc.message, detail=exc.detail, id=exc.request_id
+                )
+            )
+        instance = msg.header.get("instance")
+        if isinstance(instance, str) and msg.kind in (Kind.HELLO, Kind.PONG, Kind.ACCEPTED, Kind.STATUS):
+            self.instance = instance
+        if msg.kind == Kind.ACCEPTED:
+            self._accepted[msg.header.get("id")] = instance if isinstance(instance, str) else None
+            while len(self._accepted) > 256:
+                self._accepted.popitem(last=False)
+        return msg
 
     # -- blocking requests -------------------------------------------------------------------
     def request(self, kind: str, timeout: float = 5.0, **fields: Any) -> Message:
@@ -189,6 +269,9 @@ class Client:
             while True:
                 left = deadline - time.monotonic()
                 msg = self.recv(max(left, 0.0)) if left > 0 else None
+                if msg is None and time.monotonic() < deadline:
+                    self.disconnected = False  # a reconnect is under way: keep waiting
+                    continue
                 if msg is None:
                     raise BackendError(
                         ErrorCode.UNREACHABLE,
@@ -211,6 +294,10 @@ class Client:
         t0 = time.perf_counter()
         self.request(Kind.PING, timeout=timeout)
         return time.perf_counter() - t0
+
+    def pong(self, timeout: float = 2.0) -> dict[str, Any]:
+        """The backend's pong header (with its ``instance`` id)."""
+        return self.request(Kind.PING, timeout=timeout).header
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         return self.request(Kind.STATUS, timeout=timeout).header
@@ -237,12 +324,14 @@ class Client:
         """Wait for the job submitted as ``req_id`` to finish; return its result message.
 
         ``on_event`` sees every accepted/progress message. Raises :class:`BackendError` for an
-        error or cancellation, ``timeout`` when the job exceeds ``timeout``, and ``unreachable``
-        when the backend died: after ``idle_timeout`` seconds without news it is pinged (the
-        backend answers pings even while a model loads for minutes), and only silence for
-        ``ping_timeout`` more seconds fails.
+        error or cancellation; ``timeout`` when the job exceeds ``timeout``; ``unreachable`` when
+        the backend died; ``backend_restarted`` when another backend instance now answers (the
+        job was lost with the old one). The backend is pinged after ``idle_timeout`` seconds
+        without news (it answers pings even while a model loads for minutes) and at once when
+        the connection drops; only silence for ``ping_timeout`` more seconds fails.
         """
         start = time.monotonic()
+        job_instance = self.instance
         skipped: list[Message] = []
         try:
             while True:
@@ -251,21 +340,21 @@ class Client:
                     left = timeout - (time.monotonic() - start)
                     if left <= 0:
                         raise BackendError(ErrorCode.TIMEOUT, f"the job took longer than {timeout:g} s")
-                    wait_for = left if wait_for is None else min(wait_for, left)
+                    wait_for = min(wait_for, left)
                 msg = self.recv(wait_for)
                 if msg is None:
                     if timeout is not None and time.monotonic() - start >= timeout:
                         continue
-                    try:
-                        self.ping(timeout=ping_timeout)
-                    except BackendError:
-                        raise BackendError(
-                            ErrorCode.UNREACHABLE, f"the backend at {self.endpoint} stopped answering"
-                        ) from None
+                    dropped, self.disconnected = self.disconnected, False
+                    accepted = req_id in self._accepted
+                    job_instance = self._accepted.get(req_id) or job_instance
+                    self._check_backend(job_instance, accepted, RECONNECT_PING_S if dropped else ping_timeout)
                     continue
                 if msg.header.get("id") != req_id:
                     skipped.append(msg)
                     continue
+                if msg.kind in (Kind.RESULT, Kind.ERROR, Kind.CANCELLED):
+                    self._accepted.pop(req_id, None)
                 if msg.kind == Kind.RESULT:
                     return msg
                 if msg.kind == Kind.ERROR:
@@ -276,6 +365,28 @@ class Client:
                     on_event(msg)
         finally:
             self._backlog.extend(skipped)
+
+    def _check_backend(self, job_instance: str | None, accepted: bool, ping_timeout: float) -> None:
+        """Ping: silence is ``unreachable``; another instance, or a backend that never acknowledged
+        the job, is ``backend_restarted`` -- in both cases no result will ever come."""
+        try:
+            pong = self.pong(timeout=ping_timeout)
+        except BackendError as exc:
+            if exc.code == ErrorCode.FORBIDDEN:
+                raise
+            raise BackendError(
+                ErrorCode.UNREACHABLE, f"the backend at {self.endpoint} stopped answering"
+            ) from None
+        instance = pong.get("instance")
+        if job_instance is not None and instance is not None and instance != job_instance:
+            raise BackendError(
+                ErrorCode.BACKEND_RESTARTED, "the backend restarted and this job was lost; send it again"
+            )
+        if not accepted:
+            raise BackendError(
+                ErrorCode.BACKEND_RESTARTED,
+                "the backend answers but never received this job (was it restarted?); send it again",
+            )
 
     def refine(
         self,

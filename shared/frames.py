@@ -17,6 +17,11 @@ DTYPE_SIZES: dict[str, int] = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
 #: channels the order names the colour channels only ("RGB"/"BGR" are accepted as aliases).
 ORDERS = ("RGBA", "BGRA")
 CHANNELS = (1, 3, 4)
+#: Longest side a descriptor may claim, and longest dtype/order/role text.
+MAX_FRAME_SIDE = 2**20
+MAX_ROLE = 32
+#: Largest sample, for byte limits derived from pixel limits.
+MAX_SAMPLE_BYTES = max(DTYPE_SIZES.values())
 
 
 class FrameError(ValueError):
@@ -65,18 +70,27 @@ class FrameDesc:
 
     @classmethod
     def from_wire(cls, data: Any) -> FrameDesc:
+        """A descriptor from the wire; anything not exactly as the protocol says is a FrameError
+        (never a TypeError: a list where text belongs must not reach a dict lookup)."""
         if not isinstance(data, dict):
             raise FrameError("a frame descriptor must be a map")
+        for key in ("dtype", "order", "role"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_ROLE):
+                raise FrameError(f"frame descriptor: {key} must be a short text")
+        for key in ("width", "height"):
+            value = data.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_FRAME_SIDE:
+                raise FrameError(f"frame descriptor: {key} {value} is over {MAX_FRAME_SIDE}")
         try:
+            order = data.get("order") or "RGBA"
             desc = cls(
                 width=data["width"],
                 height=data["height"],
                 channels=data["channels"],
-                dtype=data.get("dtype", "u8"),
-                order={"RGB": "RGBA", "BGR": "BGRA"}.get(
-                    data.get("order", "RGBA"), data.get("order", "RGBA")
-                ),
-                role=str(data.get("role", "image")),
+                dtype=data.get("dtype") or "u8",
+                order={"RGB": "RGBA", "BGR": "BGRA"}.get(order, order),
+                role=data.get("role") or "image",
             )
         except KeyError as exc:
             raise FrameError(f"frame descriptor lacks {exc.args[0]!r}") from None

@@ -22,7 +22,22 @@ PROTOCOL_VERSION: tuple[int, int] = (1, 0)
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:57361"
 
 
-class Transfer(str, Enum):
+class WireEnum(str, Enum):
+    """A str-valued Enum that reads, prints and packs as its plain value.
+
+    ``str`` mixed in (rather than ``StrEnum``, new in 3.11) so the same code runs in the
+    editors' Pythons (3.10); ``__str__``/``__format__`` return the value so f-strings and log
+    lines show ``ping``, not ``Kind.PING``.
+    """
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(str.__str__(self), spec)
+
+
+class Transfer(WireEnum):
     """How a refine request's pixels encode light (the header's ``transfer`` field).
 
     The models were trained on sRGB-encoded pictures, while linear documents (Krita's scRGB and
@@ -35,7 +50,7 @@ class Transfer(str, Enum):
     LINEAR = "linear"
 
 
-class Kind:
+class Kind(WireEnum):
     """Message kinds (the header's ``kind`` field)."""
 
     HELLO = "hello"
@@ -53,11 +68,16 @@ class Kind:
     BYE = "bye"
     UNLOAD = "unload"
 
-    #: Kinds a client may send.
-    REQUESTS = frozenset({HELLO, PING, STATUS, REFINE, CANCEL, SHUTDOWN, UNLOAD})
+
+#: Kinds a client may send.
+REQUEST_KINDS = frozenset(
+    {Kind.HELLO, Kind.PING, Kind.STATUS, Kind.REFINE, Kind.CANCEL, Kind.SHUTDOWN, Kind.UNLOAD}
+)
+#: Requests only a trusted client may send (an authenticated key, or without CurveZMQ this machine).
+TRUSTED_KINDS = frozenset({Kind.SHUTDOWN, Kind.UNLOAD})
 
 
-class ErrorCode:
+class ErrorCode(WireEnum):
     """Stable error codes. Plugins map these to human text; never change a code's meaning."""
 
     MALFORMED = "malformed"  # header is not a msgpack map, or lacks required fields
@@ -79,23 +99,29 @@ class ErrorCode:
     OUT_OF_MEMORY = "out_of_memory"
     QUEUE_FULL = "queue_full"
     UNKNOWN_JOB = "unknown_job"
-    FORBIDDEN = "forbidden"  # e.g. shutdown from a non-loopback peer
+    FORBIDDEN = "forbidden"  # e.g. shutdown from a non-loopback, unauthenticated peer
     ENGINE_FAILED = "engine_failed"  # anything else that went wrong inside an engine
+    WORKER_RESTARTED = "worker_restarted"  # the worker died during this job and was restarted
     INTERNAL = "internal"
     # Client-side only (never sent by the backend):
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"  # the job ended with a ``cancelled`` message
+    BACKEND_RESTARTED = "backend_restarted"  # another backend instance answers: the job was lost
+    BAD_RESULT = "bad_result"  # a result that does not fit the tile that was sent
+    BAD_CONNECTION = "bad_connection"  # a connection file that cannot be used
 
 
 class ProtocolError(Exception):
-    """A message could not be accepted; carries the stable code to answer with."""
+    """A message could not be accepted; carries the stable code to answer with, and the
+    request id when the header could be read, so the client waiting on it hears at once."""
 
-    def __init__(self, code: str, message: str, detail: str | None = None) -> None:
+    def __init__(self, code: str, message: str, detail: str | None = None, request_id: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.detail = detail
+        self.request_id = request_id
 
 
 @dataclass
@@ -135,42 +161,71 @@ def encode(header: dict[str, Any], frames: list[Frame] | tuple[Frame, ...] = ())
     return [msgpack.packb(header, use_bin_type=True), *(f.data for f in frames)]
 
 
-def decode(parts: list[Any]) -> Message:
+#: Longest ``kind`` and request ``id`` text accepted (ids may also be integers within int64).
+MAX_KIND = 32
+MAX_ID = 128
+
+
+def decode(parts: list[Any], max_frames: int | None = None) -> Message:
     """Parse multipart parts into a :class:`Message`, validating every frame against its descriptor.
 
-    Raises :class:`ProtocolError` with the code to answer with. Parts may be ``bytes`` or
-    ``zmq.Frame`` (anything exposing the buffer protocol or ``.buffer``).
+    Raises :class:`ProtocolError` with the code to answer with (and the request id whenever the
+    header could be read). Parts may be ``bytes`` or ``zmq.Frame`` (anything exposing the buffer
+    protocol or ``.buffer``). ``max_frames`` refuses messages with more pixel frames.
     """
     if not parts:
         raise ProtocolError(ErrorCode.MALFORMED, "empty message")
     try:
         header = msgpack.unpackb(_buffer(parts[0]), raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(ErrorCode.MALFORMED, "the header is not valid msgpack", str(exc)) from None
+        raise ProtocolError(ErrorCode.MALFORMED, "the header is not valid msgpack", str(exc)[:200]) from None
     if not isinstance(header, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "the header must be a msgpack map")
-    check_version(header)
-    descs = header.get("frames", [])
-    if not isinstance(descs, list):
-        raise ProtocolError(ErrorCode.MALFORMED, "'frames' must be a list of frame descriptors")
-    if len(descs) != len(parts) - 1:
+    req_id = header.get("id")
+    if not _valid_id(req_id):
+        # An id that cannot be echoed safely is not echoed: the sender broke the protocol.
         raise ProtocolError(
-            ErrorCode.FRAME_COUNT,
-            f"the header describes {len(descs)} pixel frame(s) but {len(parts) - 1} arrived",
+            ErrorCode.MALFORMED, f"'id' must be text of at most {MAX_ID} characters or an integer"
         )
-    frames: list[Frame] = []
-    for desc_data, part in zip(descs, parts[1:], strict=True):
-        try:
-            desc = FrameDesc.from_wire(desc_data)
-        except FrameError as exc:
-            raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
-        frame = Frame(desc, _buffer(part))
-        try:
-            frame.validate()
-        except FrameError as exc:
-            raise ProtocolError(ErrorCode.FRAME_SIZE, str(exc)) from None
-        frames.append(frame)
+    try:
+        kind = header.get("kind")
+        if not isinstance(kind, str) or len(kind) > MAX_KIND:
+            raise ProtocolError(ErrorCode.MALFORMED, "'kind' must be a short text")
+        check_version(header)
+        descs = header.get("frames", [])
+        if not isinstance(descs, list):
+            raise ProtocolError(ErrorCode.MALFORMED, "'frames' must be a list of frame descriptors")
+        if len(descs) != len(parts) - 1:
+            raise ProtocolError(
+                ErrorCode.FRAME_COUNT,
+                f"the header describes {len(descs)} pixel frame(s) but {len(parts) - 1} arrived",
+            )
+        if max_frames is not None and len(descs) > max_frames:
+            raise ProtocolError(ErrorCode.FRAME_COUNT, f"at most {max_frames} pixel frames are accepted")
+        frames: list[Frame] = []
+        for desc_data, part in zip(descs, parts[1:], strict=True):
+            try:
+                desc = FrameDesc.from_wire(desc_data)
+            except FrameError as exc:
+                raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
+            frame = Frame(desc, _buffer(part))
+            try:
+                frame.validate()
+            except FrameError as exc:
+                raise ProtocolError(ErrorCode.FRAME_SIZE, str(exc)) from None
+            frames.append(frame)
+    except ProtocolError as exc:
+        exc.request_id = req_id
+        raise
     return Message(header, frames)
+
+
+def _valid_id(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return len(value) <= MAX_ID
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def check_version(header: dict[str, Any]) -> None:
@@ -179,8 +234,10 @@ def check_version(header: dict[str, Any]) -> None:
     if version is None:
         return  # tolerated: very small scripted clients may omit it
     try:
+        if not isinstance(version, (list, tuple)) or isinstance(version[0], bool):
+            raise TypeError
         major = int(version[0])
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         raise ProtocolError(ErrorCode.MALFORMED, "'v' must be [major, minor]") from None
     if major != PROTOCOL_VERSION[0]:
         raise ProtocolError(

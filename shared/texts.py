@@ -28,6 +28,10 @@ ERROR_TEXT: dict[str, str] = {
     ErrorCode.UNREACHABLE: "The Touchup backend is not running. Start it (or run `touchup serve`), then try again.",
     ErrorCode.TIMEOUT: "The refine took too long and was abandoned.",
     ErrorCode.FORBIDDEN: "The backend refused this client. Check the connection settings (endpoint and keys).",
+    ErrorCode.WORKER_RESTARTED: "The backend hit an internal fault while refining and recovered. Try again.",
+    ErrorCode.BACKEND_RESTARTED: "The backend was restarted while refining, so the refine was lost. Try again.",
+    ErrorCode.BAD_RESULT: "The backend sent a result that does not fit the selection; nothing was changed.",
+    ErrorCode.BAD_CONNECTION: "The connection file cannot be used. Import a fresh one from the studio's admin.",
     ErrorCode.CANCELLED: "Refine cancelled.",
 }
 

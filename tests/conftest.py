@@ -59,6 +59,7 @@ class BackendProcess:
 
     def __init__(self, workdir: Path, **config: Any) -> None:
         self.endpoint = config.pop("endpoint", None) or free_endpoint()
+        self.connection = config.pop("connection", None)  # a CurveZMQ backend's client keys
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "backend.log"
         self.config_path = workdir / "config.toml"
@@ -90,7 +91,7 @@ class BackendProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"backend exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with Client(self.endpoint) as c:
+                with Client(self.endpoint, connection=self.connection) as c:
                     c.ping(timeout=0.5)
                 return
             except BackendError:
@@ -99,7 +100,7 @@ class BackendProcess:
         raise RuntimeError(f"backend did not answer within {timeout} s:\n{self.log()}")
 
     def client(self, name: str = "test") -> Client:
-        return Client(self.endpoint, name=name)
+        return Client(self.endpoint, name=name, connection=self.connection)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -145,6 +146,23 @@ def backend_factory(tmp_path: Path) -> Iterator:
     yield start
     for proc in started:
         proc.stop()
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def curve_backend(root: Path, engine: str = "identity") -> tuple[BackendProcess, Path]:
+    """A CurveZMQ backend on loopback and the connection file `touchup keys add` wrote for it."""
+    from touchup.shared.connection import load_connection
+
+    keys, endpoint, file = root / "keys", free_endpoint(), root / "krita-user.touchup"
+    for args in (["init"], ["add", "krita-user", "--endpoint", endpoint, "-o", str(file)]):
+        subprocess.run(
+            [sys.executable, "-m", "touchup.backend", "keys", "--keys-dir", str(keys), *args], check=True
+        )
+    proc = BackendProcess(root / "curve", endpoint=endpoint, engine=engine, curve=True, keys_dir=str(keys),
+                          connection=load_connection(file))  # fmt: skip
+    return proc, file
 
 
 def editors_required() -> bool:

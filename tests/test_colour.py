@@ -22,13 +22,12 @@ from touchup.backend.engines.base import (
     Preset,
     WorkingSize,
 )
-from touchup.backend.errors import BadInput
 from touchup.backend.pipeline.colour import decode_srgb, encode_srgb
 from touchup.backend.pipeline.imaging import array_to_frame
 from touchup.backend.pipeline.refine import RefineJob, run_refine
-from touchup.backend.validate import parse_transfer
 from touchup.shared.client import BackendError, Client, refine_request
 from touchup.shared.protocol import ErrorCode, Transfer
+from touchup.shared.request import REFINE_FIELDS, RequestError, check_fields
 
 #: Linear light of sRGB mid-grey (encoded 0.5): ((0.5 + 0.055) / 1.055) ** 2.4.
 MID_GREY = 0.21404114048223255
@@ -264,10 +263,14 @@ def test_request_field_defaults_to_srgb_and_refuses_unknown_values() -> None:
     assert header["transfer"] == "srgb"
     header, _ = refine_request(frame, mask, (0, 0), (4, 4), transfer=Transfer.LINEAR)
     assert header["transfer"] == "linear"
-    assert parse_transfer(None) is Transfer.SRGB and parse_transfer("linear") is Transfer.LINEAR
+
+    def transfer_of(value):  # how the backend reads the field: through the one request schema
+        return Transfer(check_fields(REFINE_FIELDS, {"transfer": value})["transfer"])
+
+    assert transfer_of(None) is Transfer.SRGB and transfer_of("linear") is Transfer.LINEAR
     for bad in ("gamma", 1, ["linear"]):
-        with pytest.raises(BadInput) as err:
-            parse_transfer(bad)
+        with pytest.raises(RequestError) as err:
+            transfer_of(bad)
         assert err.value.code == ErrorCode.BAD_PARAMS and "transfer" in err.value.message
 
 

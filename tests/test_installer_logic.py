@@ -6,6 +6,7 @@ from file names, and installs go into a temporary HOME whose tree is compared be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import plistlib
 import subprocess
@@ -265,7 +266,7 @@ def test_upgrade_removes_files_the_new_version_no_longer_ships(home: Path) -> No
     plugin = home / ".config/GIMP/3.0/plug-ins/touchup-refine"
     stale = plugin / "old_module.py"
     stale.write_text("# from an older version\n")
-    data["components"]["gimp:native"]["files"][str(stale)] = "0" * 64
+    data["components"]["gimp:native"]["files"][str(stale)] = hashlib.sha256(stale.read_bytes()).hexdigest()
     manifest_path.write_text(json.dumps(data))
     lines: list[str] = []
     assert install(_opts(gimp=True), say=lines.append) == 0

@@ -193,6 +193,13 @@ class TouchupRefine(Gimp.PlugIn):
         procedure.add_string_argument(
             "endpoint", "_Backend endpoint", "Where the Touchup backend listens", _default_endpoint(), rw
         )
+        procedure.add_string_argument(
+            "connection",
+            "Co_nnection file",
+            "A backend on another machine: the file from `touchup keys add` (overrides the endpoint)",
+            os.environ.get("TOUCHUP_CONNECTION") or _installed_config().get("connection") or "",
+            rw,
+        )
         return procedure
 
     # -- running -----------------------------------------------------------------------------
@@ -277,13 +284,15 @@ class TouchupRefine(Gimp.PlugIn):
 
         Gimp.progress_set_text("Touchup: sending to the backend…")
         try:
-            result = transport.run_refine(endpoint, header, frames, on_progress)
+            connection = transport.connection_from(config.get_property("connection"))
+            if connection is not None:
+                endpoint = connection.endpoint
+            result = transport.run_refine(endpoint, header, frames, on_progress, connection=connection)
+            # Checked against the tile sent (origin, size, channels, order, dtype) before any pixel is written.
+            out, origin = transport.checked_result(result, transport.SentTile.of_request(header, frames))
         except transport.BackendError as exc:
             return _fail(procedure, transport.user_message(exc, endpoint))
-
-        out = result.frame("result")
-        origin = result.header.get("origin") or [tile.x, tile.y]
-        if out is None or out.desc.channels != 4 or out.desc.dtype != fmt.dtype:
+        if out.desc.dtype != fmt.dtype:
             return _fail(
                 procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
             )

@@ -18,7 +18,7 @@ from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
 #: Arguments shown by the generated dialog, in this order (the preset row is inserted after
 #: the reference chooser).
 FIELDS_BEFORE = ["instruction", "reference"]
-FIELDS_AFTER = ["strength", "steps", "seed", "context", "feather", "source", "endpoint"]
+FIELDS_AFTER = ["strength", "steps", "seed", "context", "feather", "source", "endpoint", "connection"]
 
 
 def _preset_row(config, presets: list[str]) -> Gtk.Widget:
@@ -77,7 +77,13 @@ def run_dialog(procedure, config, transport) -> bool:
     """Show the dialog; True when the user pressed OK (the config then holds their values)."""
     GimpUi.init("touchup-refine")
     endpoint = config.get_property("endpoint")
-    presets, status = transport.fetch_presets(endpoint)
+    try:
+        connection = transport.connection_from(config.get_property("connection"))
+        presets, status = transport.fetch_presets(
+            connection.endpoint if connection else endpoint, connection=connection
+        )
+    except transport.BackendError as exc:
+        presets, status = list(transport.FALLBACK_PRESETS), f"Touchup: {exc.message}"
 
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Refine Selection")
     top = FIELDS_BEFORE

@@ -13,16 +13,41 @@ from typing import Any
 
 from touchup.shared.capabilities import engines_of, preset_missing
 from touchup.shared.client import BackendError, Client, refine_request
+from touchup.shared.connection import Connection, ConnectionError_, load_connection
 from touchup.shared.frames import Frame
 from touchup.shared.protocol import ErrorCode, Kind, Message
+from touchup.shared.result import SentTile, checked_result
 from touchup.shared.texts import layer_name, stage_text
 
-__all__ = ["BackendError", "refine_request", "run_refine", "fetch_presets", "user_message"]
+__all__ = [
+    "BackendError",
+    "SentTile",
+    "checked_result",
+    "connection_from",
+    "fetch_presets",
+    "refine_request",
+    "run_refine",
+    "user_message",
+]
 
 #: Offered when the backend cannot be asked (not running yet): the engine every backend has.
 FALLBACK_PRESETS: tuple[str, ...] = ("classic/default",)
 #: How long to wait for ``hello`` before telling the user the backend is not running.
 HELLO_TIMEOUT_S = 3.0
+#: The longest a refine may take before the plug-in gives up (a model download is not a refine).
+JOB_TIMEOUT_S = 3600.0
+
+
+def connection_from(path: str | None) -> Connection | None:
+    """The connection file at ``path`` (a backend on another machine), None when no path is set.
+    Raises :class:`BackendError` ``bad_connection`` saying what is wrong with the file."""
+    path = (path or "").strip()
+    if not path:
+        return None
+    try:
+        return load_connection(path)
+    except ConnectionError_ as exc:
+        raise BackendError(ErrorCode.BAD_CONNECTION, str(exc)) from None
 
 
 def start_hint(endpoint: str) -> str:
@@ -70,13 +95,15 @@ def split_preset(text: str) -> tuple[str | None, str | None]:
     return (engine.strip() or None), (preset.strip() or None)
 
 
-def fetch_presets(endpoint: str, timeout: float = 1.5) -> tuple[list[str], str | None]:
+def fetch_presets(
+    endpoint: str, timeout: float = 1.5, connection: Connection | None = None
+) -> tuple[list[str], str | None]:
     """Presets to offer in the dialog, and a status line (None when the backend answered).
 
     Never raises: the dialog must open even when the backend is down, with the fallback list.
     """
     try:
-        with Client(endpoint, name="touchup-gimp") as client:
+        with Client(endpoint, name="touchup-gimp", connection=connection) as client:
             names = presets_from_hello(client.hello(timeout=timeout))
     except BackendError as exc:
         return list(FALLBACK_PRESETS), user_message(exc, endpoint)
@@ -108,6 +135,8 @@ def run_refine(
     header: dict[str, Any],
     frames: list[Frame],
     on_progress: Callable[[Progress], None] | None = None,
+    connection: Connection | None = None,
+    timeout: float = JOB_TIMEOUT_S,
 ) -> Message:
     """Check the backend answers, submit the job, relay progress, return the ``result`` message.
 
@@ -121,8 +150,12 @@ def run_refine(
     Cancellation from GIMP needs nothing here: GIMP ends the plug-in process when the user
     cancels its progress, the connection drops, and the backend cancels that client's jobs the
     next time it tries to report to it.
+
+    With a ``connection`` (a backend on another machine) the socket uses its CurveZMQ keys. The
+    job fails after ``timeout`` seconds, and at once when another backend instance answers
+    (the job was lost in a restart).
     """
-    with Client(endpoint, name="touchup-gimp") as client:
+    with Client(endpoint, name="touchup-gimp", connection=connection) as client:
         client.hello(timeout=HELLO_TIMEOUT_S)
 
         def relay(msg: Message) -> None:
@@ -139,4 +172,6 @@ def run_refine(
                 on_progress(Progress(str(h.get("stage") or ""), min(step / total, 1.0) if total else 0.0))
 
         req_id = client.submit(header, frames)
-        return client.wait(req_id, on_event=relay)
+        result = client.wait(req_id, on_event=relay, timeout=timeout)
+        checked_result(result, SentTile.of_request(header, frames))  # never write what does not fit
+        return result

@@ -41,6 +41,8 @@ class PluginConfig:
     busy_ping_timeout_s: float = 20.0
     #: How long a started backend may take to answer its first ping (model imports, ...).
     start_timeout_s: float = 120.0
+    #: A connection file (``touchup keys add``) for a backend on another machine; overrides endpoint.
+    connection: str = ""
 
     def command(self) -> list[str]:
         """The backend command as argv; a bare ``touchup`` is resolved on PATH."""
@@ -65,6 +67,7 @@ def load_config(read_setting: Any = None) -> PluginConfig:
     env = {
         "endpoint": os.environ.get("TOUCHUP_ENDPOINT"),
         "backend_command": os.environ.get("TOUCHUP_BACKEND_COMMAND"),
+        "connection": os.environ.get("TOUCHUP_CONNECTION"),
     }
     return _merge(config, {k: v for k, v in env.items() if v})
 
@@ -73,6 +76,17 @@ def save_config(config: PluginConfig, write_setting: Any) -> None:
     """Persist the user-editable fields into Krita's settings."""
     write_setting(SETTINGS_GROUP, "endpoint", config.endpoint)
     write_setting(SETTINGS_GROUP, "backend_command", config.backend_command)
+    write_setting(SETTINGS_GROUP, "connection", config.connection)
+
+
+def import_connection(path: str, folder: Path | None = None) -> str:
+    """Check a connection file and keep a private copy beside the plugin's config; returns the
+    copy's path for :attr:`PluginConfig.connection`. Raises ``ConnectionError_`` with the reason."""
+    from touchup.shared.connection import load_connection
+
+    conn = load_connection(path)
+    target = (folder or CONFIG_FILE.parent) / "connection.touchup"
+    return str(conn.save(target))
 
 
 def _merge(config: PluginConfig, data: dict[str, Any]) -> PluginConfig:

@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 from touchup.shared.client import Client
+from touchup.shared.connection import ConnectionError_, load_connection
 from touchup.shared.protocol import Kind, Message, make_header
 
 from .config import PluginConfig
@@ -71,7 +72,7 @@ class Backend(QtCore.QObject):
     # -- public ------------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return self.config.endpoint
+        return self._client.endpoint if self._client is not None else self.config.endpoint
 
     def send(self, header: dict[str, Any], frames: list = ()) -> str:
         assert self._client is not None
@@ -102,7 +103,18 @@ class Backend(QtCore.QObject):
     # -- socket ------------------------------------------------------------------------------
     def _connect(self) -> None:
         self._disconnect()
-        self._client = Client(self.config.endpoint, context=self._context, name="touchup-krita")
+        connection = None
+        if self.config.connection:  # a backend on another machine, with CurveZMQ keys
+            try:
+                connection = load_connection(self.config.connection)
+            except ConnectionError_ as exc:
+                self.start_error = f"Cannot use the connection file: {exc}"
+        self._client = Client(
+            connection.endpoint if connection else self.config.endpoint,
+            context=self._context,
+            name="touchup-krita",
+            connection=connection,
+        )
         self._notifier = QtCore.QSocketNotifier(self._client.fileno(), QtCore.QSocketNotifier.Type.Read, self)
         self._notifier.activated.connect(self._drain)
         try:

@@ -410,6 +410,16 @@ class ConfigDialog(QtWidgets.QDialog):
         self.command.setToolTip("{endpoint} is replaced by the address above")
         form.addRow("Address", self.endpoint)
         form.addRow("Start command", self.command)
+        # A backend on another machine: the connection file from `touchup keys add` (it overrides
+        # the address); imported into a private copy beside the plugin's config.
+        self.connection = QtWidgets.QLineEdit(config.connection)
+        self.connection.setPlaceholderText("none: this machine")
+        pick = QtWidgets.QPushButton("Import…")
+        pick.clicked.connect(self._import_connection)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.connection)
+        row.addWidget(pick)
+        form.addRow("Connection file", row)
         box = QtWidgets.QDialogButtonBox(
             QtWidgets.QDialogButtonBox.StandardButton.Ok | QtWidgets.QDialogButtonBox.StandardButton.Cancel
         )
@@ -421,8 +431,26 @@ class ConfigDialog(QtWidgets.QDialog):
         from dataclasses import replace
 
         return replace(
-            self._config, endpoint=self.endpoint.text().strip(), backend_command=self.command.text().strip()
+            self._config,
+            endpoint=self.endpoint.text().strip(),
+            backend_command=self.command.text().strip(),
+            connection=self.connection.text().strip(),
         )
+
+    def _import_connection(self) -> None:
+        from touchup.shared.connection import ConnectionError_
+
+        from .config import import_connection
+
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Touchup connection file", "", "Touchup connection (*.touchup);;All files (*)"
+        )
+        if not path:
+            return
+        try:
+            self.connection.setText(import_connection(path))
+        except (ConnectionError_, OSError) as exc:
+            QtWidgets.QMessageBox.warning(self, "Touchup", str(exc))
 
 
 def _select(combo: QtWidgets.QComboBox, data: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from touchup.shared.client import BackendError, refine_request
 from touchup.shared.protocol import ErrorCode, Kind, Message, Transfer, make_header
+from touchup.shared.result import SentTile, checked_result
 
 from .connection import Backend, ConnectionState
 from .messages import human_message
@@ -62,6 +63,7 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     finished: float = 0.0
     cancel_requested: bool = False
+    sent: SentTile | None = None  # the tile the result must fit
 
     @property
     def terminal(self) -> bool:
@@ -126,7 +128,7 @@ class JobQueue(QtCore.QObject):
             transfer=transfer,
         )
         self._keys += 1
-        job = Job(self._keys, header, frames, label, payload)
+        job = Job(self._keys, header, frames, label, payload, sent=SentTile.of_request(header, frames))
         self.jobs.append(job)
         if self.backend.state == ConnectionState.NOT_RUNNING:
             self._fail(job, ErrorCode.UNREACHABLE, "")
@@ -166,6 +168,23 @@ class JobQueue(QtCore.QObject):
         return next((j for j in self.jobs if j.request_id is not None and j.request_id == req_id), None)
 
     def _on_message(self, msg: Message) -> None:
+        # A Qt slot: an exception here would vanish into Krita's console and leave the job
+        # "sent" for ever. Whatever goes wrong fails that job, visibly.
+        try:
+            self._handle_message(msg)
+        except Exception as exc:
+            job = self._find(msg.header.get("id"))
+            if job is not None and not job.terminal:
+                self._finish(
+                    job,
+                    JobState.FAILED,
+                    ErrorCode.INTERNAL,
+                    f"Touchup could not read the backend's reply: {exc}",
+                )
+            self._flush()
+            self.changed.emit()
+
+    def _handle_message(self, msg: Message) -> None:
         req_id = msg.header.get("id")
         pending = self._cancel_pending.pop(req_id, None) if req_id is not None else None
         if pending is not None:
@@ -189,9 +208,15 @@ class JobQueue(QtCore.QObject):
             job.step = int(msg.header.get("step") or 0)
             job.total = int(msg.header.get("total") or 0)
         elif msg.kind == Kind.RESULT:
-            job.result = msg
-            job.state = JobState.READY
-            job.finished = time.monotonic()
+            try:
+                if job.sent is not None:
+                    checked_result(msg, job.sent)
+            except BackendError as exc:
+                self._fail(job, exc.code, exc.message)
+            else:
+                job.result = msg
+                job.state = JobState.READY
+                job.finished = time.monotonic()
         elif msg.kind == Kind.ERROR:
             err = BackendError.from_message(msg)
             self._fail(job, err.code, err.message, err.detail)

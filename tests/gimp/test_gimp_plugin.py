@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import TESTS, curve_backend, free_endpoint
 from gimp_harness import GimpChroot, open_gimp
 
 from touchup.shared.client import Client, refine_request
@@ -150,7 +153,29 @@ def batch(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFacto
             "args": {"endpoint": backend, "instruction": ""},
         }
     )
-    results, output = gimp.run("batch", {"cases": cases})
+    # A CurveZMQ backend reached only through a connection file (the endpoint field points
+    # nowhere), and a backend that answers with a tile far outside the one sent.
+    curve, connection_file = curve_backend(tmp_path_factory.mktemp("curve"), engine="classic")
+    (host / "gimp-user.touchup").write_bytes(connection_file.read_bytes())
+    cases.append(
+        {
+            **cases[0],
+            "name": "via_connection",
+            "args": {"endpoint": "tcp://127.0.0.1:9", "connection": str(inner / "gimp-user.touchup"),
+                     "instruction": "via connection", "context": 64},
+        }
+    )  # fmt: skip
+    lying_endpoint = free_endpoint()
+    lying = subprocess.Popen([sys.executable, str(TESTS / "fake_backend.py"), lying_endpoint, "outside"])
+    cases.append(
+        {**cases[0], "name": "lying_backend", "args": {"endpoint": lying_endpoint, "instruction": "x"}}
+    )
+    try:
+        results, output = gimp.run("batch", {"cases": cases})
+    finally:
+        curve.stop()
+        lying.terminate()
+        lying.wait(10)
     by_name = {r["name"]: r for r in results}
     for r in results:
         assert r["status"] != "driver-error", r["message"]
@@ -376,3 +401,14 @@ def test_backend_dying_mid_job_fails_with_a_message_and_leaves_the_image(
     _assert_image_unchanged(gimp, r)
     # Noticed within the plug-in's idle timeout plus one ping, not after minutes.
     assert seen["gimp_done"] - seen["at"] < 30, seen
+
+
+def test_a_connection_file_reaches_a_curve_backend(batch: dict[str, Any]) -> None:
+    """The plug-in's connection-file argument: keys from `touchup keys add`, encrypted transport."""
+    _check_refined(batch, "via_connection", "via connection")
+
+
+def test_a_result_that_does_not_fit_is_refused(batch: dict[str, Any]) -> None:
+    r = batch["results"]["lying_backend"]
+    assert r["status"] != "success" and "does not fit" in r["message"], r
+    assert r["stack_after"] == r["stack_before"] and "layer" not in r

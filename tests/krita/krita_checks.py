@@ -801,6 +801,49 @@ def bundled_example_end_to_end():
     }
 
 
+@check
+def result_outside_the_tile_is_refused():
+    """A backend claiming a 5000x1 result at (-100000, 999999): the job fails with a clear
+    message, no layer is added, and the document is unchanged."""
+    from touchup_krita import refine
+
+    use_endpoint(CFG["lying_endpoint"])
+    doc = make_doc(120, 100, "U8")
+    select_rect(doc, 30, 30, 40, 30)
+    before = bytes(doc.pixelData(0, 0, 120, 100))
+    message = refusal(refine, doc, "a result outside the tile was written")
+    assert "does not fit the region" in message and "nothing was changed" in message, message
+    assert names(doc) == ["Background"], names(doc)
+    assert bytes(doc.pixelData(0, 0, 120, 100)) == before
+    assert not controller().queue.active(), "the job was left hanging"
+    close(doc)
+    return {"message": message}
+
+
+@check
+def connection_file_reaches_a_curve_backend():
+    """The docker's connection-file setting: refine through an authenticated, encrypted backend."""
+    from touchup_krita import refine
+    from touchup_krita.config import import_connection
+    from touchup_krita.jobs import CONNECTED
+
+    ctl = controller()
+    copy = import_connection(CFG["connection_file"], Path(CFG["connection_copy_dir"]))
+    ctl.set_config(replace(ctl.config, connection=copy))
+    try:
+        assert pump_until(lambda: ctl.backend.state == CONNECTED, 20), "curve backend not connected"
+        doc = make_doc(120, 100, "U8")
+        select_rect(doc, 30, 30, 40, 30)
+        before = bytes(doc.pixelData(0, 0, 120, 100))
+        layer = refine(doc, engine="identity")
+        assert names(doc) == ["Background", layer.name()], names(doc)
+        outside = assert_outside_unchanged(doc, before, "U8")
+        close(doc)
+    finally:
+        ctl.set_config(replace(ctl.config, connection=""))
+    return {"endpoint": ctl.backend.endpoint, "outside_identical": outside}
+
+
 def _gray(doc) -> bytes:
     """One byte per pixel from an 8-bit grey (GRAYA) or RGBA document."""
     data = bytes(doc.pixelData(0, 0, doc.width(), doc.height()))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BackendProcess, free_endpoint, skip_or_fail
+from conftest import TESTS, BackendProcess, curve_backend, free_endpoint, skip_or_fail
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kritatest import krita_env, krita_missing_reason, read_results, run_kritarunner, stage  # noqa: E402
@@ -38,6 +38,8 @@ CHECKS = [
     "backend_not_running",
     "start_backend_button",
     "bundled_example_end_to_end",
+    "result_outside_the_tile_is_refused",
+    "connection_file_reaches_a_curve_backend",
 ]
 SLOW_IDENTITY = {"engine": "classic", "engines": {"identity": {"delay": 0.2}}}
 
@@ -62,6 +64,9 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     recording = BackendProcess(
         root / "recording", engine="identity", engines={"identity": {"record": str(record)}}
     )
+    lying_endpoint = free_endpoint()
+    lying = subprocess.Popen([sys.executable, str(TESTS / "fake_backend.py"), lying_endpoint, "outside"])
+    curve, connection_file = curve_backend(root)
     try:
         example = root / "example"
         subprocess.run(
@@ -80,6 +85,9 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
             "example_dir": str(example),
             "recording_endpoint": recording.endpoint,
             "record_file": str(record),
+            "lying_endpoint": lying_endpoint,
+            "connection_file": str(connection_file),
+            "connection_copy_dir": str(root / "imported"),
         }
         (root / "config.json").write_text(json.dumps(config))
         results, log = root / "results.json", root / "krita.log"
@@ -98,6 +106,9 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         slow.stop()
         doomed.stop()
         recording.stop()
+        curve.stop()
+        lying.terminate()
+        lying.wait(10)
 
 
 @pytest.mark.parametrize("name", CHECKS)

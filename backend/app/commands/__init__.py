@@ -8,6 +8,7 @@ COMMAND_MODULES = [
     "serve",
     "refine",
     "client",
+    "keys",
     "example",
     "models",
     "bench",

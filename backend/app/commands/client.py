@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ....shared.protocol import DEFAULT_ENDPOINT
+from ....shared.protocol import DEFAULT_ENDPOINT, ErrorCode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+        p.add_argument("--connection", metavar="FILE", help="connection file from `touchup keys add`")
         p.add_argument("--timeout", type=float, default=3.0)
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the raw status as JSON")
@@ -26,6 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _client(args: argparse.Namespace):
     from ....shared.client import Client
 
+    if args.connection:
+        from ....shared.client import BackendError
+        from ....shared.connection import ConnectionError_
+
+        try:
+            client = Client(name="touchup-cli", connection=args.connection)
+        except ConnectionError_ as exc:
+            raise BackendError(ErrorCode.BAD_CONNECTION, str(exc)) from None
+        args.endpoint = client.endpoint
+        return client
     return Client(args.endpoint, name="touchup-cli")
 
 

@@ -46,6 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-color-correct", action="store_true", help="paste back without colour correction")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     p.add_argument(
+        "--connection",
+        metavar="FILE",
+        help="connection file from `touchup keys add` (a backend on another machine; implies --no-start)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=3600.0, help="give up after this many seconds (default: an hour)"
+    )
+    p.add_argument(
         "--layer-out", help="also write the RGBA result tile (what a plugin gets) + PATH.json offset"
     )
     p.add_argument(
@@ -106,6 +114,7 @@ def _run(args: argparse.Namespace) -> None:
 
     from ....shared.client import BackendError, Client, refine_request
     from ....shared.geometry import Rect, context_tile
+    from ....shared.result import SentTile, checked_result
     from ...pipeline.imaging import frame_to_array, from_float, to_float, wrap_frame
     from ..launch import is_running, start_backend
 
@@ -147,8 +156,17 @@ def _run(args: argparse.Namespace) -> None:
         },
     )
 
+    from ....shared.connection import ConnectionError_, load_connection
+
+    connection = None
+    if args.connection:
+        try:
+            connection = load_connection(args.connection)
+        except ConnectionError_ as exc:
+            raise CliError(str(exc), ErrorCode.BAD_CONNECTION) from None
+        args.endpoint, args.no_start = connection.endpoint, True
     started = None
-    if not is_running(args.endpoint):
+    if connection is None and not is_running(args.endpoint):
         if args.no_start:
             raise CliError(
                 f"no backend is running at {args.endpoint}; start one with `touchup serve`",
@@ -160,9 +178,13 @@ def _run(args: argparse.Namespace) -> None:
         except RuntimeError as exc:
             raise CliError(str(exc), ErrorCode.UNREACHABLE) from None
     try:
-        with Client(args.endpoint, name="touchup-cli") as client, _Progress(args.quiet) as progress:
+        with (
+            Client(args.endpoint, name="touchup-cli", connection=connection) as client,
+            _Progress(args.quiet) as progress,
+        ):
             try:
-                result = client.refine(header, frames, on_event=progress.update)
+                client.hello(timeout=10)  # learn the backend's instance: a restart then fails the job at once
+                result = client.refine(header, frames, on_event=progress.update, timeout=args.timeout)
             except BackendError as exc:
                 raise CliError(exc.message, exc.code) from None
             if started is not None:
@@ -177,8 +199,11 @@ def _run(args: argparse.Namespace) -> None:
             except Exception:
                 started.kill()
 
-    layer = frame_to_array(result.frames[0])  # RGBA order after conversion
-    ox, oy = result.header["origin"]
+    try:
+        frame, (ox, oy) = checked_result(result, SentTile.of_request(header, frames))
+    except BackendError as exc:
+        raise CliError(exc.message, exc.code) from None
+    layer = frame_to_array(frame)  # RGBA order after conversion
     lh, lw = layer.shape[:2]
     out = bgr.copy()
     region = out[oy : oy + lh, ox : ox + lw]

@@ -9,8 +9,24 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the resident backend (loopback only by default)")
-    p.add_argument(
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
         "--endpoint", help="ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:57361 or ipc:///tmp/touchup"
+    )
+    where.add_argument(
+        "--listen",
+        dest="endpoint",
+        metavar="tcp://ADDR:PORT",
+        help="serve other machines, e.g. tcp://0.0.0.0:57361 (needs --curve and keys: see `touchup keys`)",
+    )
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        default=None,
+        help="CurveZMQ: encrypt, and accept only clients whose key is in the keys folder (also on loopback)",
+    )
+    p.add_argument(
+        "--keys-dir", help="folder of the server key and allowed client keys (default: config dir's keys)"
     )
     p.add_argument("--engine", help="default engine for requests that name none (default: classic)")
     p.add_argument("--config", help="TOML config file (default: the user config dir's config.toml)")
@@ -20,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, help="longest image side accepted, in pixels")
     p.add_argument("--max-references", type=int, help="most reference images per job")
     p.add_argument("--max-queue", type=int, help="most jobs waiting at once")
+    p.add_argument("--max-queue-per-client", type=int, help="most jobs one client may have waiting")
     p.add_argument(
         "--idle-unload", type=float, dest="idle_unload_s", help="unload a model after this many idle seconds"
     )
@@ -45,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ...config import load_config
     from ...engines import register_engine
     from ...logs import setup_logging
-    from ...server import AlreadyRunning, Server
+    from ...server import AlreadyRunning, InsecureEndpoint, Server
 
     try:
         config = load_config(
@@ -59,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
                 "max_side": args.max_side,
                 "max_references": args.max_references,
                 "max_queue": args.max_queue,
+                "max_queue_per_client": args.max_queue_per_client,
+                "curve": args.curve,
+                "keys_dir": args.keys_dir,
                 "idle_unload_s": args.idle_unload_s,
                 "models_dir": args.models_dir,
             },
@@ -76,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
         print(f"touchup serve: {exc}", file=sys.stderr)
         return 2
+    from ...server.auth import is_loopback
+    from ...server.endpoint import insecure_message
+
+    if not config.curve and not is_loopback(config.endpoint):
+        print(f"touchup serve: {insecure_message(config.endpoint)}", file=sys.stderr)
+        return 2
     log_file = setup_logging(config.log_level, config.log_path())
     if log_file:
         logging.getLogger("touchup").info("logging to %s", log_file)
@@ -84,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         print(f"touchup serve: {exc}", file=sys.stderr)
         return 1
+    except InsecureEndpoint as exc:
+        print(f"touchup serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

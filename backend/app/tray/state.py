@@ -68,7 +68,10 @@ def state_from_status(status: dict[str, Any], pid: int | None, restarts: int) ->
         if waiting:
             detail += f", {waiting} waiting"
         return TrayState(BUSY, detail, progress, model, pid, restarts)
-    return TrayState(IDLE, f"ready, {queue.get('completed', 0)} job(s) done", None, model, pid, restarts)
+    detail = f"ready, {queue.get('completed', 0)} job(s) done"
+    if worker.get("restarts"):  # the backend replaced a dead worker: worth a look at the log
+        detail += f", worker restarted {worker['restarts']}x"
+    return TrayState(IDLE, detail, None, model, pid, restarts)
 
 
 def icon_image(state: TrayState, size: int = 64):
