@@ -1,10 +1,11 @@
 """The ``identity`` engine: returns its input. For benchmarks (measuring everything but a model)
 and for tests of transport, queueing and paste-back guarantees.
 
-It also reports what it received (per-channel statistics of the crop and the references) in its
-result's ``meta["received"]``, and appends them as one JSON line per refine to the file named by
-its ``record`` option: that is how tests see, from outside the backend process, that an editor's
-linear pixels reached the engine sRGB-encoded.
+With its ``record`` option (a file path) it also reports what it received -- per-channel
+statistics of the crop and the references -- as one JSON line per refine in that file and in its
+result's ``meta["received"]``: that is how tests see, from outside the backend process, that an
+editor's linear pixels reached the engine sRGB-encoded. Without it (benchmarks) it computes
+nothing.
 """
 
 from __future__ import annotations
@@ -54,16 +55,17 @@ class IdentityEngine(Engine):
             if delay:
                 time.sleep(delay)
             on_progress("denoise", step, steps, None)
-        received = {
-            **_stats(crop),
-            "mask_mean": float(mask.mean()),
-            "references": [_stats(r) for r in references],
-        }
+        meta: dict[str, Any] = {"engine": "identity"}
         record = self.options.get("record")
         if record:
+            meta["received"] = {
+                **_stats(crop),
+                "mask_mean": float(mask.mean()),
+                "references": [_stats(r) for r in references],
+            }
             with open(record, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(received) + "\n")
-        return EngineOutput(crop.copy(), {"engine": "identity", "received": received})
+                fh.write(json.dumps(meta["received"]) + "\n")
+        return EngineOutput(crop.copy(), meta)
 
 
 def _stats(image: np.ndarray) -> dict[str, Any]:
