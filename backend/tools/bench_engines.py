@@ -32,9 +32,9 @@ class IdentityEngine(Engine):
     """Returns the crop unchanged: measures everything but a model, and lets tests check the
     transport, queueing and paste-back guarantees on known pixels.
 
-    It also reports what it received (per-channel statistics of the crop and the references) in
-    its result's ``meta["received"]``, and appends them as one JSON line per refine to the file
-    named by its ``record`` option: that is how tests see, from outside the backend process,
+    With its ``record`` option (a file path) it also reports what it received -- per-channel
+    statistics of the crop and the references -- as one JSON line per refine in that file and in
+    its result's ``meta["received"]``: that is how tests see, from outside the backend process,
     that an editor's linear pixels reached the engine sRGB-encoded.
     """
 
@@ -71,16 +71,17 @@ class IdentityEngine(Engine):
                 time.sleep(delay)
             preview = request.crop if previews and step < steps else None
             request.on_progress("denoise", step, steps, preview)
-        received = {
-            **_stats(request.crop),
-            "mask_mean": float(request.mask.mean()),
-            "references": [_stats(r) for r in request.references],
-        }
+        meta: dict[str, Any] = {"engine": "identity"}
         record = self.options.get("record")
-        if record:
+        if record:  # benchmarks leave it unset and pay nothing for it
+            meta["received"] = {
+                **_stats(request.crop),
+                "mask_mean": float(request.mask.mean()),
+                "references": [_stats(r) for r in request.references],
+            }
             with open(record, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(received) + "\n")
-        return EngineOutput(request.crop.copy(), meta={"engine": "identity", "received": received})
+                fh.write(json.dumps(meta["received"]) + "\n")
+        return EngineOutput(request.crop.copy(), meta=meta)
 
 
 def _stats(image: np.ndarray) -> dict[str, Any]:

@@ -322,97 +322,6 @@ def float_depths():
     return out
 
 
-MID_GREY = ((0.5 + 0.055) / 1.055) ** 2.4  # linear light of sRGB mid-grey (encoded 0.5)
-
-
-def srgb_encode(v: float) -> float:
-    """IEC 61966-2-1, written out again here: Krita's Python has no numpy, nor the backend."""
-    return 12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055
-
-
-@check
-def linear_scrgb_float_round_trip():
-    """A float scRGB (linear) document: the request says ``linear``, the engine receives
-    sRGB-encoded values (the identity engine records them: a mid-grey channel arrives as 0.5, a
-    linear ramp with the encoded ramp's mean), the selection comes back within float rounding,
-    and pixels outside the selection are bit-identical."""
-    from array import array
-
-    from touchup_krita import refine
-    from touchup_krita.api import result_of
-    from touchup_krita.controller import wait_for
-    from touchup_krita.qt import QtCore
-
-    use_endpoint(CFG["recording_endpoint"])
-    record = Path(CFG["record_file"])
-    record.write_text("")
-    # 1024 x 1024 with the context reaching every edge: the identity preset's working size is
-    # the crop's own, so nothing is resampled and only the encoding is under test.
-    n = 1024
-    doc = krita().createDocument(n, n, "linear", "RGBA", "F32", "scRGB (linear)", 72.0)
-    assert doc.colorProfile() == "scRGB (linear)", doc.colorProfile()
-    ramp = [x / (n - 1) for x in range(n)]
-    pixels = array("f")
-    for y in range(n):
-        row = array("f", [0.0, y / (n - 1), MID_GREY, 1.0]) * n
-        row[0::4] = array("f", ramp)
-        pixels.extend(row)
-    bg = doc.topLevelNodes()[0]
-    bg.setPixelData(QtCore.QByteArray(pixels.tobytes()), 0, 0, n, n)
-    doc.refreshProjection()
-    doc.waitForDone()
-    select_rect(doc, 40, 40, n - 80, n - 80)
-    before = bytes(doc.pixelData(0, 0, n, n))
-    job = refine(doc, wait=False)
-    assert job.header["transfer"] == "linear", job.header.get("transfer")
-    wait_for(job, 120)
-    layer = result_of(job)
-    [line] = record.read_text().splitlines()
-    received = json.loads(line)
-    assert received["size"] == [n, n], received["size"]
-    # Blue is mid-grey light: the engine got 0.5 (the unconverted value would be 0.214).
-    for stat in ("mean", "min", "max"):
-        assert abs(received[stat][2] - 0.5) < 1e-4, (stat, received[stat])
-    encoded_mean = sum(srgb_encode(v) for v in ramp) / n
-    assert abs(received["mean"][0] - encoded_mean) < 1e-4, (received["mean"][0], encoded_mean)
-    assert abs(received["mean"][1] - encoded_mean) < 1e-4, (received["mean"][1], encoded_mean)
-
-    src = array("f", before)
-    out = array("f", bytes(layer.pixelData(0, 0, n, n)))
-    worst = 0.0
-    for y in range(40, n - 40):
-        i, j = (y * n + 40) * 4, (y * n + n - 40) * 4
-        for c in range(3):
-            pairs = zip(out[i + c : j : 4], src[i + c : j : 4], strict=True)
-            worst = max(worst, max(abs(a - b) for a, b in pairs))
-    assert worst < 2e-6, f"the selection came back {worst:.2e} off"
-    outside = assert_outside_unchanged(doc, before, "F32")
-    spaces = {}
-    for depth, profile in (("U8", ""), ("U16", "sRGB-elle-V2-srgbtrc.icc"), ("F16", ""), ("F32", "")):
-        other = krita().createDocument(64, 64, "space", "RGBA", depth, profile, 72.0)
-        select_rect(other, 10, 10, 20, 20)
-        job = refine(other, wait=False)
-        spaces[f"{depth} {other.colorProfile()}"] = job.header["transfer"]
-        wait_for(job, 60)
-        result_of(job)
-        close(other)
-    assert spaces == {
-        "U8 sRGB-elle-V2-srgbtrc.icc": "srgb",
-        "U16 sRGB-elle-V2-srgbtrc.icc": "srgb",
-        "F16 sRGB-elle-V2-g10.icc": "linear",
-        "F32 sRGB-elle-V2-g10.icc": "linear",
-    }, spaces
-    close(doc)
-    return {
-        "received_blue": received["mean"][2],
-        "received_red_mean": received["mean"][0],
-        "linear_red_mean": sum(ramp) / n,
-        "max_error_inside": worst,
-        "outside_identical": outside,
-        "transfer_by_space": spaces,
-    }
-
-
 @check
 def with_reference_layer():
     """A (hidden) reference layer's content is sent; the result equals the direct request's."""
@@ -582,6 +491,97 @@ def docker_widgets():
     close(doc)
     widget.deleteLater()
     return {"presets": presets, "references": refs, "state": state, "error": widget.error_label.text()}
+
+
+MID_GREY = ((0.5 + 0.055) / 1.055) ** 2.4  # linear light of sRGB mid-grey (encoded 0.5)
+
+
+def srgb_encode(v: float) -> float:
+    """IEC 61966-2-1, written out again here: Krita's Python has no numpy, nor the backend."""
+    return 12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055
+
+
+@check
+def linear_scrgb_float_round_trip():
+    """A float scRGB (linear) document: the request says ``linear``, the engine receives
+    sRGB-encoded values (the identity engine records them: a mid-grey channel arrives as 0.5, a
+    linear ramp with the encoded ramp's mean), the selection comes back within float rounding,
+    and pixels outside the selection are bit-identical."""
+    from array import array
+
+    from touchup_krita import refine
+    from touchup_krita.api import result_of
+    from touchup_krita.controller import wait_for
+    from touchup_krita.qt import QtCore
+
+    use_endpoint(CFG["recording_endpoint"])
+    record = Path(CFG["record_file"])
+    record.write_text("")
+    # 1024 x 1024 with the context reaching every edge: the identity preset's working size is
+    # the crop's own, so nothing is resampled and only the encoding is under test.
+    n = 1024
+    doc = krita().createDocument(n, n, "linear", "RGBA", "F32", "scRGB (linear)", 72.0)
+    assert doc.colorProfile() == "scRGB (linear)", doc.colorProfile()
+    ramp = [x / (n - 1) for x in range(n)]
+    pixels = array("f")
+    for y in range(n):
+        row = array("f", [0.0, y / (n - 1), MID_GREY, 1.0]) * n
+        row[0::4] = array("f", ramp)
+        pixels.extend(row)
+    bg = doc.topLevelNodes()[0]
+    bg.setPixelData(QtCore.QByteArray(pixels.tobytes()), 0, 0, n, n)
+    doc.refreshProjection()
+    doc.waitForDone()
+    select_rect(doc, 40, 40, n - 80, n - 80)
+    before = bytes(doc.pixelData(0, 0, n, n))
+    job = refine(doc, wait=False)
+    assert job.header["transfer"] == "linear", job.header.get("transfer")
+    wait_for(job, 120)
+    layer = result_of(job)
+    [line] = record.read_text().splitlines()
+    received = json.loads(line)
+    assert received["size"] == [n, n], received["size"]
+    # Blue is mid-grey light: the engine got 0.5 (the unconverted value would be 0.214).
+    for stat in ("mean", "min", "max"):
+        assert abs(received[stat][2] - 0.5) < 1e-4, (stat, received[stat])
+    encoded_mean = sum(srgb_encode(v) for v in ramp) / n
+    assert abs(received["mean"][0] - encoded_mean) < 1e-4, (received["mean"][0], encoded_mean)
+    assert abs(received["mean"][1] - encoded_mean) < 1e-4, (received["mean"][1], encoded_mean)
+
+    src = array("f", before)
+    out = array("f", bytes(layer.pixelData(0, 0, n, n)))
+    worst = 0.0
+    for y in range(40, n - 40):
+        i, j = (y * n + 40) * 4, (y * n + n - 40) * 4
+        for c in range(3):
+            pairs = zip(out[i + c : j : 4], src[i + c : j : 4], strict=True)
+            worst = max(worst, max(abs(a - b) for a, b in pairs))
+    assert worst < 2e-6, f"the selection came back {worst:.2e} off"
+    outside = assert_outside_unchanged(doc, before, "F32")
+    spaces = {}
+    for depth, profile in (("U8", ""), ("U16", "sRGB-elle-V2-srgbtrc.icc"), ("F16", ""), ("F32", "")):
+        other = krita().createDocument(64, 64, "space", "RGBA", depth, profile, 72.0)
+        select_rect(other, 10, 10, 20, 20)
+        job = refine(other, wait=False)
+        spaces[f"{depth} {other.colorProfile()}"] = job.header["transfer"]
+        wait_for(job, 60)
+        result_of(job)
+        close(other)
+    assert spaces == {
+        "U8 sRGB-elle-V2-srgbtrc.icc": "srgb",
+        "U16 sRGB-elle-V2-srgbtrc.icc": "srgb",
+        "F16 sRGB-elle-V2-g10.icc": "linear",
+        "F32 sRGB-elle-V2-g10.icc": "linear",
+    }, spaces
+    close(doc)
+    return {
+        "received_blue": received["mean"][2],
+        "received_red_mean": received["mean"][0],
+        "linear_red_mean": sum(ramp) / n,
+        "max_error_inside": worst,
+        "outside_identical": outside,
+        "transfer_by_space": spaces,
+    }
 
 
 @check
