@@ -9,8 +9,8 @@ import pytest
 
 from touchup.backend.engines import create_engine
 from touchup.backend.engines.base import RefineParams
-from touchup.backend.engines.classic_native import native_size, unenlarge
-from touchup.backend.engines.classic_register import plausibility
+from touchup.backend.engines.classic.native import native_size, unenlarge
+from touchup.backend.engines.classic.registration import plausibility
 from touchup.backend.errors import Cancelled
 from touchup.backend.example import make_example, region_psnr
 from touchup.backend.focus import resize

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..errors import Cancelled
-from ..imaging import rgb_float
-from .base import (
+from ...errors import Cancelled
+from ...imaging import rgb_float
+from ..base import (
     CancelFn,
     Capabilities,
     Engine,
@@ -27,12 +26,11 @@ from .base import (
     RefineParams,
     WorkingSize,
 )
-from .classic_register import Registrar, Registration, local_scale, warp_to_crop
-from .classic_restore import apply_tone, fit_tone, restore
+from .registration import Registrar, Registration
+from .restore import restore
+from .transfer import transfer
 
 MAX_REFERENCES = 4
-#: Fewer context pixels than this and tone is fitted on the region's low frequencies instead.
-MIN_TONE_PIXELS = 400
 
 
 def _as_rgb(img: np.ndarray) -> np.ndarray:
@@ -114,7 +112,7 @@ class ClassicEngine(Engine):
 
         if best is not None:
             reg, ref, index = best
-            result, covered = self._transfer(crop, mask, ref, reg)
+            result, covered = transfer(crop, mask, ref, reg)
             meta["reference_index"] = index
             meta.update(transform=reg.model, inliers=reg.inliers, coverage=round(reg.metrics["coverage"], 4))
             advance("transfer")
@@ -134,39 +132,3 @@ class ClassicEngine(Engine):
         out[region] = crop[region] + strength * (result[region] - crop[region])
         advance("done")
         return EngineOutput(np.clip(out, 0.0, 1.0).astype(np.float32), meta)
-
-    @staticmethod
-    def _transfer(
-        crop: np.ndarray, mask: np.ndarray, ref: np.ndarray, reg: Registration
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The reference warped onto the crop and tone-matched to it; and where it is valid."""
-        h = reg.homography
-        assert h is not None
-        size = (crop.shape[1], crop.shape[0])
-        cx, cy = size[0] / 2, size[1] / 2
-        local = local_scale(h, cx, cy)
-        if local > 1.5:
-            # The reference is finer than the crop grid: shrink it first (area filter) so the
-            # warp does not alias.
-            f = 1.0 / local
-            small = cv2.resize(ref, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-            sx = small.shape[1] / ref.shape[1]
-            sy = small.shape[0] / ref.shape[0]
-            h = np.diag([sx, sy, 1.0]) @ h
-            ref = small
-        warped, valid = warp_to_crop(ref, h, size, cv2.INTER_CUBIC)
-        warped = np.clip(warped, 0.0, 1.0)
-        covered = np.clip((valid - 0.99) / 0.01, 0.0, 1.0).astype(np.float32)
-        # Fully covered pixels. Not ``covered >= 1``: float rounding leaves it a hair below 1.
-        full = valid >= 0.999
-        # Tone: fit on context the user did not select, a few pixels away from the selection.
-        near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-        context = ~near & full
-        if context.sum() >= MIN_TONE_PIXELS:
-            curves = fit_tone(warped, crop, context)
-        else:
-            sigma = max(2.0, min(size) / 40.0)
-            curves = fit_tone(
-                cv2.GaussianBlur(warped, (0, 0), sigma), cv2.GaussianBlur(crop, (0, 0), sigma), full
-            )
-        return apply_tone(warped, curves), covered
