@@ -1,11 +1,11 @@
 """The ``classic`` engine: the embedded default. CPU only, no model weights, deterministic.
 
 With a reference, it puts the reference's real detail into the region: register the reference
-onto the crop (SIFT + RANSAC, refined by ECC; see ``classic_register``), match its tone and
-colour to the photo on the unselected context, and use it inside the selection. It must do no
-harm, so a reference that does not register convincingly is rejected (the reason goes into the
-result's metadata) and the engine falls back to what it does without one: conservative
-reference-free restoration (non-local-means deblocking/denoising plus edge-aware sharpening).
+onto the crop (SIFT + RANSAC, refined by ECC; see :mod:`.registration`), match its tone and
+colour to the photo on the unselected context (:mod:`.transfer`), and use it inside the
+selection. It must do no harm, so a reference that does not register convincingly is rejected
+(the reason goes into the result's metadata) and the engine falls back to what it does without
+one: reference-free restoration of the damage it can measure (:mod:`.restore`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import Cancelled
 from ...imaging import rgb_float
 from ..base import (
     CancelFn,
@@ -26,6 +25,7 @@ from ..base import (
     RefineParams,
     WorkingSize,
 )
+from .cancel import checkpoint
 from .registration import Registrar, Registration
 from .restore import restore
 from .transfer import transfer
@@ -77,10 +77,11 @@ class ClassicEngine(Engine):
         total = max(len(refs), 1) + 2  # register each (or analyse), transfer/restore, done
         step = 0
 
+        check = checkpoint(is_cancelled)
+
         def advance(stage: str) -> None:
             nonlocal step
-            if is_cancelled():
-                raise Cancelled()
+            check()
             step += 1
             on_progress(stage, step, total, None)
 
@@ -92,7 +93,7 @@ class ClassicEngine(Engine):
 
         best: tuple[Registration, np.ndarray, int] | None = None
         if refs:
-            registrar = Registrar(crop, mask)
+            registrar = Registrar(crop, mask, check)
             summaries = []
             for index, ref in enumerate(refs):
                 reg = registrar.register(ref)
@@ -119,12 +120,15 @@ class ClassicEngine(Engine):
             uncovered = bool((covered[region] < 0.999).any())
             if uncovered:
                 # Parts of the selection the reference does not show: restore those instead.
-                restored = restore(crop, region, native=params.extra.get("native_size"))
+                restored = restore(crop, region, params.extra.get("native_size"), check).image
                 result = covered[:, :, None] * result + (1 - covered[:, :, None]) * restored
             meta["restoration"] = "uncovered parts only" if uncovered else "none"
         else:
-            result = restore(crop, region, native=params.extra.get("native_size"))
+            done = restore(crop, region, params.extra.get("native_size"), check)
+            result = done.image
             meta["restoration"] = "reference-free"
+            meta["restoration_steps"] = done.steps or ["none: no damage measured"]
+            meta["damage"] = done.measured
             advance("restore")
 
         strength = float(np.clip(params.strength if params.strength is not None else 1.0, 0.0, 1.0))

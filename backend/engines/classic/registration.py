@@ -17,6 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .cancel import Checkpoint, never
+
 #: The final, sub-pixel ECC pass runs on the crop at up to this many pixels.
 FINE_AREA = 1024 * 1024
 #: Registration runs on images of about this many pixels (the crop was upsampled for the
@@ -198,7 +200,8 @@ def _ecc_refine(
 class Registrar:
     """Registers references onto one crop; computes the crop's features once."""
 
-    def __init__(self, crop: np.ndarray, mask: np.ndarray) -> None:
+    def __init__(self, crop: np.ndarray, mask: np.ndarray, check: Checkpoint = never) -> None:
+        self.check = check
         self.crop = crop
         self.mask = mask
         small, self.scale = _scale_to_area(crop, REGISTRATION_AREA)
@@ -219,7 +222,9 @@ class Registrar:
     def register(self, ref: np.ndarray) -> Registration:
         ref_small, ref_scale = _scale_to_area(ref, MAX_REFERENCE_AREA)
         ref_gray = gray8(ref_small)
+        self.check()
         kps, desc = self.sift.detectAndCompute(ref_gray, None)
+        self.check()
         if self.descriptors is None or desc is None or len(kps) < 4 or len(self.keypoints) < 4:
             return Registration(False, "no features to match")
         pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(self.descriptors, desc, k=2)
@@ -242,7 +247,9 @@ class Registrar:
         if why:
             reg.reason = why
             return reg
+        self.check()
         h_small = self._refine(ref_gray, h_small, reg)
+        self.check()
         return self._validate(ref, ref_gray, h_small, ref_scale, reg)
 
     def _refine(self, ref_gray: np.ndarray, h_small: np.ndarray, reg: Registration) -> np.ndarray:
@@ -297,6 +304,7 @@ class Registrar:
             return reg
         # crop(full) -> crop(small) -> ref(small) -> ref(full)
         h_full = _scaling(1 / ref_scale) @ h_small @ _scaling(self.scale)
+        self.check()
         reg.homography = self._refine_fine(ref, h_full / h_full[2, 2], reg)
         reg.ok = True
         reg.score = region_ncc + 0.5 * max(context_ncc, 0.0) + 0.001 * reg.inliers
@@ -321,7 +329,9 @@ class Registrar:
         context = covered & ~near
         _, context_std = _ncc(crop_g / 255, warped / 255, context)
         sel = context if context.sum() >= 2000 and context_std >= FLAT_CONTEXT_STD else covered
+        self.check()
         residual = _ecc_refine(crop_g, warped, sel, eps=1e-6, blur=1)
+        self.check()
         if residual is None:
             return h_full
         candidate = h_fine @ residual @ to_small

@@ -1,73 +1,104 @@
-"""Pixel operations of the ``classic`` engine: tone matching a reference, and reference-free
-restoration.
+"""Reference-free restoration: undo what the damage measurements say, at the photo's scale.
 
-Both are deliberately conservative. Tone matching fits one smooth monotonic curve per channel
-on pixels the user did not select (where the reference and the original show the same thing),
-so the reference's lighting is replaced by the photo's. Restoration only removes what it can
-measure (noise/blocking, via non-local means at the estimated noise level) and then lifts fine
-texture a little with an edge-preserving base, so strong edges get no halos.
+The steps, each applied only when its measurement calls for it (see :mod:`.damage`):
+
+1. JPEG blocking -> deblocking (:mod:`.deblock`); otherwise pixel noise -> non-local means
+   (:mod:`.denoise`);
+2. blur, or the lost high frequencies of a downsampled region -> Wiener deconvolution with the
+   measured Gaussian width (:mod:`.deconvolve`), weighted by where in the selection the blur
+   is. After deblocking or denoising the deconvolution is regularised more firmly, so the
+   residue is not sharpened back.
+
+An enlarged focus crop is taken back to the photo's own pixels first (:mod:`.native`), restored
+there, and only the change is enlarged and added back.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ...focus import resize
-from .damage import blockiness, estimate_noise
+from .cancel import Checkpoint, never
+from .damage import blockiness, estimate_blur, estimate_noise
+from .deblock import deblock
+from .deconvolve import deconvolve
+from .denoise import denoise
 from .native import native_size, unenlarge
 
-#: Non-local means patch and search windows, in pixels of the photo's own scale: lettering and
-#: texture there are a few pixels wide, and larger patches find no twins for them.
-NLM_TEMPLATE, NLM_SEARCH = 3, 11
+#: Blockiness above which a region is treated as JPEG-damaged.
+JPEG_BLOCKING = 1.2
+#: Blur (px) below which deconvolution is not worth its risk, and the most it undoes.
+MIN_BLUR, MAX_BLUR = 0.6, 6.0
+#: Wiener regularisation: for a clean blurred region, and after deblocking or denoising.
+BALANCE, BALANCE_AFTER_CLEANUP = 0.02, 0.06
+
+
+@dataclass
+class Restoration:
+    """The restored image and what was measured and done (for the result's metadata)."""
+
+    image: np.ndarray
+    steps: list[str] = field(default_factory=list)
+    measured: dict[str, Any] = field(default_factory=dict)
 
 
 def restore(
     image: np.ndarray,
     region: np.ndarray | None = None,
-    amount: float = 0.25,
-    noise_factor: float = 1.0,
     native: tuple[int, int] | None = None,
-) -> np.ndarray:
+    check: Checkpoint = never,
+) -> Restoration:
     """Reference-free restoration of a float RGB image, at the scale its damage was made.
 
-    An enlarged focus crop is taken back to the photo's own pixels (see ``classic_native``),
-    restored there, and only the change is enlarged and added back, so it gets the same
-    treatment as the photo itself would. ``native`` is that size when the caller knows it (the
-    job pipeline does: ``params.extra["native_size"]``); otherwise it is detected.
+    ``native`` is the crop's size before enlargement when the caller knows it (the job
+    pipeline does: ``params.extra["native_size"]``); otherwise it is detected.
     """
     h, w = image.shape[:2]
+    if region is None:
+        region = np.ones((h, w), bool)
     size = tuple(native) if native else native_size(image)
     if size is None or size[0] >= w or size[1] >= h:  # not enlarged: restore as it is
-        return restore_native(image, region, amount, noise_factor)
+        return restore_native(image, region, check)
+    check()
     small = unenlarge(image, *size)
-    small_region = None
-    if region is not None:
-        small_region = cv2.resize(region.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
-    change = restore_native(small, small_region, amount, noise_factor) - small
-    return np.clip(image + resize(change, w, h), 0.0, 1.0)
+    small_region = cv2.resize(region.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    done = restore_native(small, small_region, check)
+    change = resize(done.image - small, w, h)
+    done.image = np.clip(image + change, 0.0, 1.0)
+    return done
 
 
-def restore_native(
-    image: np.ndarray, region: np.ndarray | None = None, amount: float = 0.25, noise_factor: float = 1.0
-) -> np.ndarray:
-    """Denoise (non-local means at the measured noise level), then lift fine texture a
-    little against an edge-preserving (bilateral) base; no sharpening over JPEG blocking."""
-    sigma = estimate_noise(image, region)
-    u8 = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-    h = float(np.clip(sigma * 255 * noise_factor, 0.0, 8.0))
-    if h >= 1.0:
-        denoised = (
-            cv2.fastNlMeansDenoisingColored(u8, None, h, h, NLM_TEMPLATE, NLM_SEARCH).astype(np.float32) / 255
-        )
-    else:
-        denoised = image.astype(np.float32)
-    if blockiness(image) > 1.2:
-        amount = 0.0  # lifting "detail" here would lift the block edges
-    if amount <= 0:
-        return np.clip(denoised, 0.0, 1.0).astype(np.float32)
-    # Detail = what an edge-preserving base lacks: texture and lettering, not the strong edges
-    # (those stay in the base, so boosting the detail adds no halos around them).
-    base = cv2.bilateralFilter(denoised, 0, 0.08, 1.5)
-    sharpened = denoised + amount * (denoised - base)
-    return np.clip(sharpened, 0.0, 1.0).astype(np.float32)
+def restore_native(image: np.ndarray, region: np.ndarray, check: Checkpoint = never) -> Restoration:
+    """Restore ``image`` (float RGB in [0, 1], the photo's own pixels) inside ``region``."""
+    region = region.astype(bool)
+    out = Restoration(image.astype(np.float32))
+    if region.sum() < 16:
+        return out
+    blocking = blockiness(image, region=region)
+    noise = estimate_noise(image, region)
+    out.measured.update(blocking=round(blocking, 3), noise=round(noise, 4))
+    cleaned = False
+    if blocking > JPEG_BLOCKING:
+        out.image = deblock(out.image, blocking)
+        out.steps.append("deblock")
+        cleaned = True
+    elif noise * 255 >= 1.0:
+        out.image = denoise(out.image, noise, check)
+        out.steps.append("denoise")
+        cleaned = True
+    check()
+    grey = cv2.cvtColor(out.image, cv2.COLOR_RGB2GRAY)
+    blur = estimate_blur(grey, region)
+    out.measured.update(blur=round(blur.sigma, 3), context_edge=round(blur.context_sigma, 3))
+    if blur.sigma >= MIN_BLUR and blur.weight is not None:
+        check()
+        sigma = min(blur.sigma, MAX_BLUR)
+        sharp = deconvolve(out.image, region, sigma, BALANCE_AFTER_CLEANUP if cleaned else BALANCE, check)
+        out.image = out.image + blur.weight[..., None] * (sharp - out.image)
+        out.steps.append("deconvolve")
+    out.image = np.clip(out.image, 0.0, 1.0).astype(np.float32)
+    return out
