@@ -38,6 +38,10 @@ MIN_COVERAGE = 0.97
 #: Agreement of the warped, tone-matched reference with the crop.
 MIN_REGION_NCC = 0.6
 MIN_CONTEXT_NCC = 0.5
+#: Damage that moves the region's low frequencies too (strokes eroded into the background)
+#: lowers its agreement; a reference that explains textured context this well is still the
+#: right one, down to this region agreement.
+STRONG_CONTEXT_NCC, MIN_REGION_NCC_STRONG_CONTEXT = 0.8, 0.4
 #: Context whose grey standard deviation is below this is too flat to judge agreement by.
 FLAT_CONTEXT_STD = 0.02
 
@@ -73,18 +77,23 @@ def gray8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(g * 255), 0, 255).astype(np.uint8)
 
 
-def _scale_to_area(img: np.ndarray, area: int) -> tuple[np.ndarray, float]:
-    """``img`` shrunk (never enlarged) to about ``area`` pixels, and the factor used."""
+def resize_map(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """The 3x3 map from pixel coordinates of an image of size ``src`` (w, h) to those of its
+    ``cv2.resize`` to ``dst``. Pixel centres, not corners, scale: a bare ``diag(s, s, 1)``
+    would misplace everything by half a pixel times (1 - s), a visible shift on fine detail."""
+    sx, sy = dst[0] / src[0], dst[1] / src[1]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def _scale_to_area(img: np.ndarray, area: int) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` shrunk (never enlarged) to about ``area`` pixels, and the map of its pixel
+    coordinates onto the shrunk image's."""
     h, w = img.shape[:2]
     s = min(1.0, float(np.sqrt(area / max(h * w, 1))))
     if s >= 0.999:
-        return img, 1.0
+        return img, np.eye(3)
     size = (max(8, round(w * s)), max(8, round(h * s)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), size[0] / w
-
-
-def _scaling(s: float) -> np.ndarray:
-    return np.diag([s, s, 1.0])
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), resize_map((w, h), size)
 
 
 def _fit_models(src: np.ndarray, dst: np.ndarray, threshold: float) -> list[tuple[str, np.ndarray, int]]:
@@ -204,7 +213,8 @@ class Registrar:
         self.check = check
         self.crop = crop
         self.mask = mask
-        small, self.scale = _scale_to_area(crop, REGISTRATION_AREA)
+        small, self.to_small = _scale_to_area(crop, REGISTRATION_AREA)
+        self.scale = float(self.to_small[0, 0])
         self.small_gray = gray8(small)
         sh, sw = self.small_gray.shape
         self.small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) > 0.0
@@ -220,7 +230,7 @@ class Registrar:
         self.sigma = max(1.5, max(self.box[2], self.box[3]) / 40.0)
 
     def register(self, ref: np.ndarray) -> Registration:
-        ref_small, ref_scale = _scale_to_area(ref, MAX_REFERENCE_AREA)
+        ref_small, ref_to_small = _scale_to_area(ref, MAX_REFERENCE_AREA)
         ref_gray = gray8(ref_small)
         self.check()
         kps, desc = self.sift.detectAndCompute(ref_gray, None)
@@ -250,7 +260,7 @@ class Registrar:
         self.check()
         h_small = self._refine(ref_gray, h_small, reg)
         self.check()
-        return self._validate(ref, ref_gray, h_small, ref_scale, reg)
+        return self._validate(ref, ref_gray, h_small, ref_to_small, reg)
 
     def _refine(self, ref_gray: np.ndarray, h_small: np.ndarray, reg: Registration) -> np.ndarray:
         """ECC on low-passed grey images: context at all scales, the region by its low
@@ -276,10 +286,15 @@ class Registrar:
         return h_small
 
     def _validate(
-        self, ref: np.ndarray, ref_gray: np.ndarray, h_small: np.ndarray, ref_scale: float, reg: Registration
+        self,
+        ref: np.ndarray,
+        ref_gray: np.ndarray,
+        h_small: np.ndarray,
+        ref_to_small: np.ndarray,
+        reg: Registration,
     ) -> Registration:
-        """Coverage and agreement checks (``ref_gray``: the reference as matched, ``ref_scale``
-        of its full size); on success the full-resolution homography."""
+        """Coverage and agreement checks (``ref_gray``: the reference as matched, ``ref_to_small``
+        the map from its full size to that); on success the full-resolution homography."""
         size = self.small_gray.shape[::-1]
         warped, valid = warp_to_crop(ref_gray.astype(np.float32), h_small, size)
         inside = valid > 0.99
@@ -296,14 +311,16 @@ class Registrar:
         context = ~cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & inside
         context_ncc, context_std = _ncc(crop_f, ref_f, context)
         reg.metrics.update(region_ncc=region_ncc, context_ncc=context_ncc)
-        if region_ncc < MIN_REGION_NCC:
+        textured = context.sum() >= 64 and context_std >= FLAT_CONTEXT_STD
+        strong = textured and context_ncc >= STRONG_CONTEXT_NCC
+        if region_ncc < (MIN_REGION_NCC_STRONG_CONTEXT if strong else MIN_REGION_NCC):
             reg.reason = f"poor agreement with the region's low frequencies (ncc {region_ncc:.2f})"
             return reg
-        if context.sum() >= 64 and context_std >= FLAT_CONTEXT_STD and context_ncc < MIN_CONTEXT_NCC:
+        if textured and context_ncc < MIN_CONTEXT_NCC:
             reg.reason = f"poor agreement with the context (ncc {context_ncc:.2f})"
             return reg
         # crop(full) -> crop(small) -> ref(small) -> ref(full)
-        h_full = _scaling(1 / ref_scale) @ h_small @ _scaling(self.scale)
+        h_full = np.linalg.inv(ref_to_small) @ h_small @ self.to_small
         self.check()
         reg.homography = self._refine_fine(ref, h_full / h_full[2, 2], reg)
         reg.ok = True
@@ -318,7 +335,7 @@ class Registrar:
         h, w = self.crop.shape[:2]
         s = min(1.0, float(np.sqrt(FINE_AREA / (h * w))))
         size = (max(8, round(w * s)), max(8, round(h * s)))
-        to_small = np.diag([size[0] / w, size[1] / h, 1.0])
+        to_small = resize_map((w, h), size)
         h_fine = h_full @ np.linalg.inv(to_small)
         crop_g = gray8(cv2.resize(self.crop, size, interpolation=cv2.INTER_AREA)).astype(np.float32)
         ref_g = gray8(ref).astype(np.float32)
