@@ -19,8 +19,11 @@ import numpy as np
 
 from .cancel import Checkpoint, never
 
-#: The final, sub-pixel ECC pass runs on the crop at up to this many pixels.
-FINE_AREA = 1024 * 1024
+#: The final, sub-pixel ECC pass runs on the crop at up to this many pixels (a third of a pixel
+#: there is still a fraction of a pixel of the photo, which is what the paste-back sees).
+FINE_AREA = 640 * 640
+#: ECC iterations in all, and per burst between cancellation checks.
+ECC_ITERATIONS, ECC_BURST = 60, 10
 #: Registration runs on images of about this many pixels (the crop was upsampled for the
 #: engine; finding the transform does not need every one of those pixels).
 REGISTRATION_AREA = 320 * 320
@@ -41,7 +44,8 @@ MIN_CONTEXT_NCC = 0.5
 #: Damage that moves the region's low frequencies too (strokes eroded into the background)
 #: lowers its agreement; a reference that explains textured context this well is still the
 #: right one, down to this region agreement.
-STRONG_CONTEXT_NCC, MIN_REGION_NCC_STRONG_CONTEXT = 0.8, 0.4
+#: (Only when the reference shows about as much structure in the region as the photo does.)
+STRONG_CONTEXT_NCC, MIN_REGION_NCC_STRONG_CONTEXT, MIN_STRUCTURE = 0.8, 0.5, 0.7
 #: Context whose grey standard deviation is below this is too flat to judge agreement by.
 FLAT_CONTEXT_STD = 0.02
 
@@ -190,19 +194,34 @@ def _ncc(a: np.ndarray, b: np.ndarray, sel: np.ndarray) -> tuple[float, float]:
 
 
 def _ecc_refine(
-    template: np.ndarray, warped: np.ndarray, sel: np.ndarray, eps: float = 1e-5, blur: int = 5
+    template: np.ndarray,
+    warped: np.ndarray,
+    sel: np.ndarray,
+    check: Checkpoint,
+    eps: float = 1e-5,
+    blur: int = 5,
 ) -> np.ndarray | None:
     """A residual homography aligning ``warped`` to ``template`` (ECC, photometric-invariant),
-    or None when ECC does not converge."""
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, eps)
+    or None when ECC does not converge.
+
+    Run in short bursts of iterations, each starting from the last one's warp, with a
+    cancellation check between them: one full run on a large crop takes over a second.
+    """
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_BURST, eps)
     residual = np.eye(3, dtype=np.float32)
-    try:
-        _, residual = cv2.findTransformECC(
-            template.astype(np.float32), warped.astype(np.float32), residual,
-            cv2.MOTION_HOMOGRAPHY, criteria, sel.astype(np.uint8), blur,
-        )  # fmt: skip
-    except cv2.error:
-        return None
+    template, warped = template.astype(np.float32), warped.astype(np.float32)
+    sel8 = sel.astype(np.uint8)
+    for _ in range(ECC_ITERATIONS // ECC_BURST):
+        check()
+        before = residual.copy()
+        try:
+            _, residual = cv2.findTransformECC(
+                template, warped, residual, cv2.MOTION_HOMOGRAPHY, criteria, sel8, blur
+            )
+        except cv2.error:
+            return None
+        if np.abs(residual - before).max() < eps:  # converged within the burst
+            break
     return residual.astype(np.float64)
 
 
@@ -219,7 +238,9 @@ class Registrar:
         sh, sw = self.small_gray.shape
         self.small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) > 0.0
         self.sift = cv2.SIFT_create(nfeatures=3000)
+        check()
         self.keypoints, self.descriptors = self.sift.detectAndCompute(self.small_gray, None)
+        check()
         ys, xs = np.nonzero(self.small_mask)
         self.box = (
             (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
@@ -271,7 +292,7 @@ class Registrar:
         warped = cv2.GaussianBlur(warped, (0, 0), 1.0)
         sel = valid > 0.99
         before, _ = _ncc(template, warped, sel)
-        residual = _ecc_refine(template, warped, sel)
+        residual = _ecc_refine(template, warped, sel, self.check)
         if residual is None:
             return h_small
         candidate = h_small @ residual
@@ -307,12 +328,16 @@ class Registrar:
         crop_f = self.small_gray.astype(np.float32) / 255
         ref_f = warped / 255
         low = lambda im: cv2.GaussianBlur(im, (0, 0), self.sigma)  # noqa: E731
-        region_ncc, _ = _ncc(low(crop_f), low(ref_f), region & inside)
+        region_ncc, crop_std = _ncc(low(crop_f), low(ref_f), region & inside)
+        _, ref_std = _ncc(low(ref_f), low(crop_f), region & inside)
         context = ~cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & inside
         context_ncc, context_std = _ncc(crop_f, ref_f, context)
-        reg.metrics.update(region_ncc=region_ncc, context_ncc=context_ncc)
+        # Structure the reference shows in the region, relative to the photo's: near 1 when both
+        # show the same kind of content, near 0 when the reference's region is painted over.
+        structure = ref_std / max(crop_std, 1e-6)
+        reg.metrics.update(region_ncc=region_ncc, context_ncc=context_ncc, structure=structure)
         textured = context.sum() >= 64 and context_std >= FLAT_CONTEXT_STD
-        strong = textured and context_ncc >= STRONG_CONTEXT_NCC
+        strong = textured and context_ncc >= STRONG_CONTEXT_NCC and structure >= MIN_STRUCTURE
         if region_ncc < (MIN_REGION_NCC_STRONG_CONTEXT if strong else MIN_REGION_NCC):
             reg.reason = f"poor agreement with the region's low frequencies (ncc {region_ncc:.2f})"
             return reg
@@ -347,7 +372,7 @@ class Registrar:
         _, context_std = _ncc(crop_g / 255, warped / 255, context)
         sel = context if context.sum() >= 2000 and context_std >= FLAT_CONTEXT_STD else covered
         self.check()
-        residual = _ecc_refine(crop_g, warped, sel, eps=1e-6, blur=1)
+        residual = _ecc_refine(crop_g, warped, sel, self.check, eps=1e-6, blur=1)
         self.check()
         if residual is None:
             return h_full
