@@ -33,6 +33,8 @@ from .native import native_size, unenlarge
 JPEG_BLOCKING = 1.2
 #: Blur (px) below which deconvolution is not worth its risk, and the most it undoes.
 MIN_BLUR, MAX_BLUR = 0.6, 6.0
+#: Fewest unselected pixels that make a measurement of the surroundings.
+MIN_CONTEXT_PIXELS = 1024
 #: Wiener regularisation: for a clean blurred region, and after deblocking or denoising.
 BALANCE, BALANCE_AFTER_CLEANUP = 0.02, 0.06
 
@@ -80,6 +82,10 @@ def restore_native(image: np.ndarray, region: np.ndarray, check: Checkpoint = ne
         return out
     blocking = blockiness(image, region=region)
     noise = estimate_noise(image, region)
+    # The photo's own grain is not damage: only noise beyond the surroundings' is removed.
+    outside = ~region
+    grain = estimate_noise(image, outside) if outside.sum() >= MIN_CONTEXT_PIXELS else 0.0
+    noise = float(np.sqrt(max(noise * noise - grain * grain, 0.0)))
     out.measured.update(blocking=round(blocking, 3), noise=round(noise, 4))
     cleaned = False
     if blocking > JPEG_BLOCKING:
