@@ -36,7 +36,7 @@ MIN_BLUR, MAX_BLUR = 0.6, 6.0
 #: Fewest unselected pixels that make a measurement of the surroundings.
 MIN_CONTEXT_PIXELS = 1024
 #: Wiener regularisation: for a clean blurred region, and after deblocking or denoising.
-BALANCE, BALANCE_AFTER_CLEANUP = 0.02, 0.06
+BALANCE, BALANCE_AFTER_CLEANUP = 0.02, 0.25
 
 
 @dataclass
