@@ -113,9 +113,7 @@ class ClassicEngine(Engine):
 
         if best is not None:
             reg, ref, index = best
-            native = params.extra.get("native_size")
-            enlargement = crop.shape[1] / native[0] if native else 1.0
-            result, covered = transfer(crop, mask, ref, reg, enlargement)
+            result, covered = transfer(crop, mask, ref, reg)
             meta["reference_index"] = index
             meta.update(transform=reg.model, inliers=reg.inliers, coverage=round(reg.metrics["coverage"], 4))
             advance("transfer")

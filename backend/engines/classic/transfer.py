@@ -16,10 +16,6 @@ from .registration import Registration, local_scale, resize_map, warp_to_crop
 MAX_TONE_SAMPLES = 60_000
 #: Fewer context pixels than this and tone is fitted on the region's low frequencies instead.
 MIN_TONE_PIXELS = 400
-#: Scale (photo pixels) at which the region's own tones are compared with the reference's.
-REGION_TONE_SCALE = 3.0
-#: How far (in [0, 1] units) beyond the context's range a region colour must lie to count.
-OUTSIDE_RANGE = 0.03
 
 
 def fit_tone(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
@@ -65,14 +61,9 @@ def apply_tone(image: np.ndarray, curves: list[np.ndarray]) -> np.ndarray:
 
 
 def transfer(
-    crop: np.ndarray, mask: np.ndarray, ref: np.ndarray, reg: Registration, enlargement: float = 1.0
+    crop: np.ndarray, mask: np.ndarray, ref: np.ndarray, reg: Registration
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference warped onto the crop and tone-matched to it; and where it is valid.
-
-    ``enlargement`` is how much the focus crop was enlarged from the photo's pixels: the
-    region's own tones are compared at a scale that the damage (a few photo pixels wide)
-    does not reach.
-    """
+    """The reference warped onto the crop and tone-matched to it; and where it is valid."""
     h = reg.homography
     assert h is not None
     size = (crop.shape[1], crop.shape[0])
@@ -93,22 +84,13 @@ def transfer(
     # Tone: fit on context the user did not select, a few pixels away from the selection.
     near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     context = ~near & full
-    if context.sum() < MIN_TONE_PIXELS:
+    if context.sum() >= MIN_TONE_PIXELS:
+        curves = fit_tone(warped, crop, context)
+    else:
         sigma = max(2.0, min(size) / 40.0)
-        low_ref, low_crop = cv2.GaussianBlur(warped, (0, 0), sigma), cv2.GaussianBlur(crop, (0, 0), sigma)
-        return apply_tone(warped, fit_tone(low_ref, low_crop, full)), covered
-    # Colours the context does not show (a logo's own inks) would be left to the curve's
-    # extrapolation. For those, the region's own low frequencies -- which blur, blocking and
-    # downsampling spare -- supply samples. Only for those: where the context shows the same
-    # colours, it is the better judge (the region may be damaged by a lighting change).
-    sigma = max(2.0, REGION_TONE_SCALE * enlargement)
-    low_ref, low_crop = cv2.GaussianBlur(warped, (0, 0), sigma), cv2.GaussianBlur(crop, (0, 0), sigma)
-    inner = cv2.erode((mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & full
-    curves = []
-    for c in range(3):
-        x, y = warped[..., c][context], crop[..., c][context]
-        lo, hi = np.percentile(x, [2, 98])
-        rx, ry = low_ref[..., c][inner], low_crop[..., c][inner]
-        outside = (rx < lo - OUTSIDE_RANGE) | (rx > hi + OUTSIDE_RANGE)
-        curves.append(fit_curve(np.concatenate([x, rx[outside]]), np.concatenate([y, ry[outside]])))
+        curves = fit_tone(
+            cv2.GaussianBlur(warped, (0, 0), sigma), cv2.GaussianBlur(crop, (0, 0), sigma), full
+        )
+    # (Not the region's own tones, even for colours the context lacks: damage such as a colour
+    # cast lives exactly there, and the curve would learn it.)
     return apply_tone(warped, curves), covered
