@@ -11,6 +11,7 @@ import pytest
 from touchup.backend.tools.eval import metrics
 from touchup.backend.tools.eval.datasets import (
     CATEGORIES,
+    COMBINED,
     DEGRADATIONS,
     SIZES,
     DatasetError,
@@ -188,11 +189,13 @@ def test_dataset_generator_is_deterministic():
 
 
 def test_builtin_cases_cover_the_design_and_only_damage_the_selection():
-    cases = builtin_cases(16)
+    cases = builtin_cases(24)
     assert {c.category for c in cases} == set(CATEGORIES)
     assert {c.size for c in cases} == set(SIZES)
-    assert {c.degradation for c in cases} == set(DEGRADATIONS)
-    assert {c.has_reference for c in cases} == {True, False}
+    assert {c.degradation for c in cases} == set(DEGRADATIONS) | set(COMBINED)
+    assert {c.reference_kind for c in cases} == {"none", "match", "unrelated"}
+    for kind in ("blur", "downsample", "jpeg"):  # each with and without a matching reference
+        assert {c.reference_kind for c in cases if kind in c.degradation} >= {"none", "match"}
     for case in cases:
         outside = case.mask == 0
         assert np.array_equal(case.image[outside], case.truth[outside]), case.name

@@ -86,7 +86,10 @@ def _run_job(case: EvalCase, engine: Engine, params: RefineParams, tile: Rect) -
     seconds = time.perf_counter() - t0
     result = case.image.copy()
     result[window] = outcome.composite[:, :, :3]
-    return MethodResult(result, seconds, {"timings": outcome.timings, "scales": outcome.meta.get("scales")})
+    meta = {"timings": outcome.timings, "scales": outcome.meta.get("scales")}
+    if "reference" in outcome.meta:  # used, or why it was refused
+        meta["reference"] = outcome.meta["reference"]
+    return MethodResult(result, seconds, meta)
 
 
 def run_ours(case: EvalCase, engine: Engine, params: RefineParams) -> MethodResult:

@@ -4,8 +4,9 @@ The built-in set is generated, reproducibly, from the photographs scikit-image s
 wheel (no download, so it runs from a fresh clone and in CI). It follows the data pipelines of
 reference-based refiners: take a clean photo (the ground truth), pick a region over a face,
 text, logo or texture, degrade that region (blur, downsample-upsample, JPEG, erosion of
-strokes, lighting/colour shift, noise), and optionally make a reference from the clean region
-seen under another pose and light. The user's selection is the degraded region grown by a few
+strokes, lighting/colour shift, noise, and combinations such as blur then JPEG), and make a
+reference from the clean region seen under another pose (1.2-2.5x, up to 30 degrees, a mild
+perspective) and light -- or, in some cases, an unrelated reference that must be refused. The user's selection is the degraded region grown by a few
 pixels, because retouchers select generously; its band of clean pixels is exactly where a
 careless paste-back shows a seam.
 
@@ -18,6 +19,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,48 @@ import numpy as np
 
 CATEGORIES = ("text", "logo", "face", "texture")
 DEGRADATIONS = ("blur", "downsample", "jpeg", "erosion", "lighting", "noise")
+#: Damage made of several degradations in turn, as real photos collect it (a soft, enlarged
+#: detail that was then saved as a JPEG).
+COMBINED = ("blur+jpeg", "downsample+jpeg", "blur+downsample+jpeg")
+
+
+class ReferenceKind(str, Enum):
+    """What reference a case comes with."""
+
+    NONE = "none"
+    MATCH = "match"  # the clean region under another pose and light
+    UNRELATED = "unrelated"  # another photo: it must be refused and must not harm
+
+
+#: The built-in cases' (degradation, reference) in turn. Category and size rotate
+#: independently (every 4 and every 16 cases), so 24 cases hold each degradation with and
+#: without a reference, four unrelated references and every category and size.
+SCHEDULE: tuple[tuple[str, ReferenceKind], ...] = (
+    ("blur", ReferenceKind.NONE),
+    ("downsample", ReferenceKind.MATCH),
+    ("jpeg", ReferenceKind.NONE),
+    ("blur+jpeg", ReferenceKind.MATCH),
+    ("downsample", ReferenceKind.NONE),
+    ("noise", ReferenceKind.MATCH),
+    ("blur+jpeg", ReferenceKind.NONE),
+    ("jpeg", ReferenceKind.MATCH),
+    ("lighting", ReferenceKind.UNRELATED),
+    ("blur", ReferenceKind.MATCH),
+    ("downsample+jpeg", ReferenceKind.NONE),
+    ("erosion", ReferenceKind.MATCH),
+    ("jpeg", ReferenceKind.NONE),
+    ("blur+downsample+jpeg", ReferenceKind.MATCH),
+    ("noise", ReferenceKind.NONE),
+    ("blur", ReferenceKind.UNRELATED),
+    ("blur", ReferenceKind.NONE),
+    ("downsample+jpeg", ReferenceKind.MATCH),
+    ("downsample", ReferenceKind.NONE),
+    ("lighting", ReferenceKind.MATCH),
+    ("jpeg", ReferenceKind.UNRELATED),
+    ("blur+downsample+jpeg", ReferenceKind.NONE),
+    ("erosion", ReferenceKind.NONE),
+    ("downsample", ReferenceKind.UNRELATED),
+)
 #: Region size classes: the degraded region's share of the image area.
 SIZES: dict[str, float] = {"tiny": 0.01, "small": 0.04, "medium": 0.10, "large": 0.25}
 SHAPES = ("ellipse", "rect", "blob")
@@ -81,6 +125,13 @@ class EvalCase:
     size: str = ""
     source: str = ""
     seed: int = 0
+    #: ``none``, ``match`` or ``unrelated`` (a user's case: ``match`` when it has references,
+    #: unless its case.json says otherwise).
+    reference_kind: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reference_kind:
+            self.reference_kind = (ReferenceKind.MATCH if self.references else ReferenceKind.NONE).value
 
     @property
     def has_reference(self) -> bool:
@@ -128,17 +179,16 @@ def load_photo(name: str) -> np.ndarray:
     return img
 
 
-def case_plan(index: int) -> tuple[str, str, str, bool]:
-    """(category, size, degradation, with_reference) of case ``index``.
+def case_plan(index: int) -> tuple[str, str, str, ReferenceKind]:
+    """(category, size, degradation, reference kind) of case ``index``.
 
     A fixed rotation rather than random draws, so that even a handful of cases covers every
-    category, size, degradation and both reference modes.
+    category, size, degradation and reference mode.
     """
     category = CATEGORIES[index % len(CATEGORIES)]
     size = list(SIZES)[(index // len(CATEGORIES)) % len(SIZES)]
-    turn = index + index // len(CATEGORIES)
-    degradation = DEGRADATIONS[turn % len(DEGRADATIONS)]
-    return category, size, degradation, turn % 2 == 0
+    degradation, reference = SCHEDULE[index % len(SCHEDULE)]
+    return category, size, degradation, reference
 
 
 def region_mask(
@@ -206,7 +256,12 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """``img`` (float32 RGB in [0, 1]) degraded by ``kind``; the caller keeps only the region."""
+    """``img`` (float32 RGB in [0, 1]) degraded by ``kind`` (``a+b``: ``a``, then ``b``); the
+    caller keeps only the region."""
+    if "+" in kind:
+        for part in kind.split("+"):
+            img = degrade(img, part, rng)
+        return img
     if kind == "blur":
         return cv2.GaussianBlur(img, (0, 0), float(rng.uniform(1.5, 3.5)))
     if kind == "downsample":
@@ -226,39 +281,57 @@ def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown degradation {kind!r}")
 
 
-def make_reference(truth: np.ndarray, selection: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The clean region (with some surroundings) under a random pose, scale and lighting."""
+def _reference_window(truth: np.ndarray, selection: np.ndarray) -> np.ndarray:
+    """The clean region with 15 % surroundings, float RGB."""
     ys, xs = np.nonzero(selection)
     h, w = truth.shape[:2]
     pad_x, pad_y = int(0.15 * (np.ptp(xs) + 1)) + 2, int(0.15 * (np.ptp(ys) + 1)) + 2
     x0, x1 = max(0, xs.min() - pad_x), min(w, xs.max() + 1 + pad_x)
     y0, y1 = max(0, ys.min() - pad_y), min(h, ys.max() + 1 + pad_y)
-    crop = truth[y0:y1, x0:x1].astype(np.float32) / 255.0
+    return truth[y0:y1, x0:x1].astype(np.float32) / 255.0
+
+
+def make_reference(truth: np.ndarray, selection: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The clean region (with some surroundings) as another photo of it: enlarged 1.2-2.5x,
+    rotated up to 30 degrees, in mild perspective and under another light."""
+    crop = _reference_window(truth, selection)
     ch, cw = crop.shape[:2]
-    zoom = float(rng.uniform(1.0, 2.0))  # references are often sharper, larger photos
-    out_w, out_h = max(8, round(cw * zoom)), max(8, round(ch * zoom))
-    src = np.float32([[0, 0], [cw, 0], [cw, ch], [0, ch]])
-    if rng.random() < 0.5:  # similarity: rotate, scale, shift
-        angle = float(rng.uniform(-20, 20))
-        scale = zoom * float(rng.uniform(0.85, 1.15))
-        m = cv2.getRotationMatrix2D((cw / 2, ch / 2), angle, scale)
-        m[:, 2] += [(out_w - cw) / 2, (out_h - ch) / 2]
-        m[:, 2] += rng.uniform(-0.05, 0.05, 2) * [out_w, out_h]
-        warped = cv2.warpAffine(crop, m, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    else:  # perspective: move each corner by up to 10 % of the size
-        jitter = rng.uniform(-0.1, 0.1, (4, 2)) * [out_w, out_h]
-        dst = (src * zoom + jitter).astype(np.float32)
-        m = cv2.getPerspectiveTransform(src, dst)
-        warped = cv2.warpPerspective(
-            crop, m, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
-        )
-    lit = _lighting(np.clip(warped, 0, 1), rng, strength=0.5)
+    zoom = float(rng.uniform(1.2, 2.5))  # references are often sharper, larger photos
+    angle = float(rng.uniform(-30, 30))
+    # Output big enough for the rotated window, so the reference shows all of the region.
+    rad = np.deg2rad(abs(angle))
+    out_w = max(8, round(zoom * (cw * np.cos(rad) + ch * np.sin(rad))))
+    out_h = max(8, round(zoom * (cw * np.sin(rad) + ch * np.cos(rad))))
+    m = cv2.getRotationMatrix2D((cw / 2, ch / 2), angle, zoom)
+    m[:, 2] += [(out_w - cw) / 2, (out_h - ch) / 2]
+    similarity = np.vstack([m, [0, 0, 1]])
+    corners = np.float32([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]])
+    jitter = rng.uniform(-0.04, 0.04, (4, 2)) * [out_w, out_h]  # mild perspective
+    tilt = cv2.getPerspectiveTransform(corners, (corners + jitter).astype(np.float32))
+    warped = cv2.warpPerspective(
+        crop, tilt @ similarity, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
+    lit = _lighting(np.clip(warped, 0, 1), rng)
     return np.clip(np.rint(lit * 255), 0, 255).astype(np.uint8)
+
+
+def unrelated_reference(source: Source, selection: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window of the same size from a photo of another category: what a user picks by mistake."""
+    others = [s for s in SOURCES if s.category != source.category and s.image != source.image]
+    other = load_photo(others[int(rng.integers(len(others)))].image)
+    ys, xs = np.nonzero(selection)
+    h, w = min(other.shape[0], np.ptp(ys) + 1), min(other.shape[1], np.ptp(xs) + 1)
+    y0 = int(rng.integers(0, other.shape[0] - h + 1))
+    x0 = int(rng.integers(0, other.shape[1] - w + 1))
+    window = other[y0 : y0 + h, x0 : x0 + w].astype(np.float32) / 255.0
+    zoom = float(rng.uniform(1.2, 2.0))
+    big = cv2.resize(window, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    return np.clip(np.rint(np.clip(big, 0, 1) * 255), 0, 255).astype(np.uint8)
 
 
 def make_case(index: int, seed: int = 0) -> EvalCase:
     """Built-in case ``index``; the same (index, seed) always gives the same arrays."""
-    category, size, degradation, with_reference = case_plan(index)
+    category, size, degradation, reference = case_plan(index)
     rng = np.random.default_rng([seed, index])
     sources = [s for s in SOURCES if s.category == category]
     source = sources[int(rng.integers(len(sources)))]
@@ -272,8 +345,12 @@ def make_case(index: int, seed: int = 0) -> EvalCase:
     grow = max(2, round(0.04 * math.sqrt(region.sum())))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     selection = cv2.dilate(region.astype(np.uint8), kernel) * np.uint8(255)
-    references = [make_reference(truth, selection > 0, rng)] if with_reference else []
-    ref_tag = "ref" if with_reference else "noref"
+    references: list[np.ndarray] = []
+    if reference is ReferenceKind.MATCH:
+        references = [make_reference(truth, selection > 0, rng)]
+    elif reference is ReferenceKind.UNRELATED:
+        references = [unrelated_reference(source, selection > 0, rng)]
+    ref_tag = {ReferenceKind.NONE: "noref", ReferenceKind.MATCH: "ref"}.get(reference, "unrelated")
     return EvalCase(
         name=f"{index:03d}-{category}-{source.image}-{degradation}-{size}-{ref_tag}",
         category=category,
@@ -286,6 +363,7 @@ def make_case(index: int, seed: int = 0) -> EvalCase:
         size=size,
         source=source.image,
         seed=seed,
+        reference_kind=reference.value,
     )
 
 
@@ -370,6 +448,7 @@ def load_case_folder(folder: Path) -> EvalCase:
         degradation=str(meta.get("degradation", "")),
         size=str(meta.get("size", "")),
         source=str(meta.get("source", folder.name)),
+        reference_kind=str(meta.get("reference", "")),
     )
 
 
@@ -401,6 +480,7 @@ def save_case_folder(case: EvalCase, folder: str | Path) -> Path:
         "prompt": case.prompt,
         "degradation": case.degradation,
         "size": case.size,
+        "reference": case.reference_kind,
     }
     (out / "case.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out

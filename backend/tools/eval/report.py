@@ -82,6 +82,42 @@ def summarize(
     return sorted(out, key=lambda e: tuple(order.get(e[k], 99) if k == "method" else e[k] for k in keys))
 
 
+def gain_summary(
+    rows: Iterable[dict[str, Any]], keys: Sequence[str], method: str = "ours"
+) -> list[dict[str, Any]]:
+    """``method``'s PSNR gain inside the selection over the damaged input, grouped by ``keys``:
+    median, smallest and mean gain (dB) and how many references the engine refused."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["method"] == method and math.isfinite(row.get("gain", float("nan"))):
+            groups[tuple(row[k] for k in keys)].append(row)
+    out = []
+    for key, members in sorted(groups.items()):
+        gains = np.array([r["gain"] for r in members])
+        entry: dict[str, Any] = dict(zip(keys, key, strict=True))
+        entry.update(
+            cases=len(members),
+            median_gain=float(np.median(gains)),
+            min_gain=float(gains.min()),
+            mean_gain=float(gains.mean()),
+            refused=sum(1 for r in members if str(r.get("reference_status", "")).startswith("rejected")),
+        )
+        out.append(entry)
+    return out
+
+
+def gain_table(entries: list[dict[str, Any]], keys: Sequence[str]) -> str:
+    """A markdown table of :func:`gain_summary` entries."""
+    head = [*keys, "n", "median gain (dB)", "min gain (dB)", "mean gain (dB)", "reference refused"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        cells = [str(e[k]) for k in keys] + [str(e["cases"])]
+        cells += [f"{e[name]:+.2f}" for name in ("median_gain", "min_gain", "mean_gain")]
+        cells.append(str(e["refused"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(name: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -204,6 +240,23 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
         if len({e[key] for e in entries}) > 1:  # a user's set may not record degradations
             table = markdown_table(entries, [*MAIN_METRICS, "out_changed"], [key, "method"])
             lines += [f"## By {key}", "", table, ""]
+    if "ours" in result.methods and any("gain" in r for r in result.rows):
+        by_kind = gain_summary(result.rows, ["reference_kind"])
+        by_both = gain_summary(result.rows, ["degradation", "reference_kind"])
+        lines += [
+            "## Gain by reference",
+            "",
+            "PSNR inside the selection, Touchup's result against the damaged input (`none`: no reference; "
+            "`match`: the clean region under another pose and light; `unrelated`: another photo, which "
+            "must be refused and must not harm).",
+            "",
+            gain_table(by_kind, ["reference_kind"]),
+            "",
+            "## Gain by degradation, with and without a reference",
+            "",
+            gain_table(by_both, ["degradation", "reference_kind"]),
+            "",
+        ]
     lines += ["## Metrics", "", METRIC_NOTES]
     if result.skipped:
         lines += ["", "## Skipped perceptual metrics", ""]
@@ -227,6 +280,8 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
         "summary": overall,
         "by_category": by_category,
         "by_degradation": by_degradation,
+        "gain_by_reference": gain_summary(result.rows, ["reference_kind"]),
+        "gain_by_degradation_and_reference": gain_summary(result.rows, ["degradation", "reference_kind"]),
         "cases": result.rows,
     }
     paths["json"].write_text(json.dumps(_json_safe(payload), indent=1) + "\n", encoding="utf-8")

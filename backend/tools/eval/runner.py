@@ -83,6 +83,8 @@ def run_eval(
     samples: list[Sample] = []
     for index, case in enumerate(cases):
         regions = Regions.from_selection(case.mask)
+        # The damaged input's own score: each method's gain is measured from it.
+        input_psnr = score(case.image, case.image, case.truth, regions)["in_psnr"]
         params = dataclasses.replace(
             base_params or RefineParams(), preset=preset_obj.name, seed=case.seed * 1000 + index
         )
@@ -94,6 +96,7 @@ def run_eval(
                 "degradation": case.degradation,
                 "size": case.size,
                 "reference": case.has_reference,
+                "reference_kind": case.reference_kind,
                 "selected": round(case.selected_fraction, 5),
                 "method": method,
                 "engine": engine.name,
@@ -107,6 +110,8 @@ def run_eval(
             else:
                 row["seconds"] = outcome.seconds
                 row.update(score(outcome.image, case.image, case.truth, regions))
+                row["gain"] = row["in_psnr"] - input_psnr
+                row["reference_status"] = str(outcome.meta.get("reference", ""))
                 if perceptual is not None:
                     row.update(perceptual.score(outcome.image, case.truth, regions.inside))
                 if sample is not None:

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import splu
 
-from ..pipeline.focus import resize
+from ...pipeline.focus import resize
 
 #: An enlargement smaller than this is treated as none: restoring at the crop's scale is as good.
 MIN_ENLARGEMENT = 1.15

@@ -17,8 +17,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-#: The final, sub-pixel ECC pass runs on the crop at up to this many pixels.
-FINE_AREA = 1024 * 1024
+from .cancel import Checkpoint, never
+
+#: The final, sub-pixel ECC pass runs on the crop at up to this many pixels (a third of a pixel
+#: there is still a fraction of a pixel of the photo, which is what the paste-back sees).
+FINE_AREA = 640 * 640
+#: ECC iterations in all, and per burst between cancellation checks.
+ECC_ITERATIONS, ECC_BURST = 60, 10
 #: Registration runs on images of about this many pixels (the crop was upsampled for the
 #: engine; finding the transform does not need every one of those pixels).
 REGISTRATION_AREA = 320 * 320
@@ -36,6 +41,11 @@ MIN_COVERAGE = 0.97
 #: Agreement of the warped, tone-matched reference with the crop.
 MIN_REGION_NCC = 0.6
 MIN_CONTEXT_NCC = 0.5
+#: Damage that moves the region's low frequencies too (strokes eroded into the background)
+#: lowers its agreement; a reference that explains textured context this well is still the
+#: right one, down to this region agreement.
+#: (Only when the reference shows about as much structure in the region as the photo does.)
+STRONG_CONTEXT_NCC, MIN_REGION_NCC_STRONG_CONTEXT, MIN_STRUCTURE = 0.8, 0.5, 0.7
 #: Context whose grey standard deviation is below this is too flat to judge agreement by.
 FLAT_CONTEXT_STD = 0.02
 
@@ -71,18 +81,23 @@ def gray8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(g * 255), 0, 255).astype(np.uint8)
 
 
-def _scale_to_area(img: np.ndarray, area: int) -> tuple[np.ndarray, float]:
-    """``img`` shrunk (never enlarged) to about ``area`` pixels, and the factor used."""
+def resize_map(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """The 3x3 map from pixel coordinates of an image of size ``src`` (w, h) to those of its
+    ``cv2.resize`` to ``dst``. Pixel centres, not corners, scale: a bare ``diag(s, s, 1)``
+    would misplace everything by half a pixel times (1 - s), a visible shift on fine detail."""
+    sx, sy = dst[0] / src[0], dst[1] / src[1]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def _scale_to_area(img: np.ndarray, area: int) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` shrunk (never enlarged) to about ``area`` pixels, and the map of its pixel
+    coordinates onto the shrunk image's."""
     h, w = img.shape[:2]
     s = min(1.0, float(np.sqrt(area / max(h * w, 1))))
     if s >= 0.999:
-        return img, 1.0
+        return img, np.eye(3)
     size = (max(8, round(w * s)), max(8, round(h * s)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), size[0] / w
-
-
-def _scaling(s: float) -> np.ndarray:
-    return np.diag([s, s, 1.0])
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), resize_map((w, h), size)
 
 
 def _fit_models(src: np.ndarray, dst: np.ndarray, threshold: float) -> list[tuple[str, np.ndarray, int]]:
@@ -179,34 +194,53 @@ def _ncc(a: np.ndarray, b: np.ndarray, sel: np.ndarray) -> tuple[float, float]:
 
 
 def _ecc_refine(
-    template: np.ndarray, warped: np.ndarray, sel: np.ndarray, eps: float = 1e-5, blur: int = 5
+    template: np.ndarray,
+    warped: np.ndarray,
+    sel: np.ndarray,
+    check: Checkpoint,
+    eps: float = 1e-5,
+    blur: int = 5,
 ) -> np.ndarray | None:
     """A residual homography aligning ``warped`` to ``template`` (ECC, photometric-invariant),
-    or None when ECC does not converge."""
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, eps)
+    or None when ECC does not converge.
+
+    Run in short bursts of iterations, each starting from the last one's warp, with a
+    cancellation check between them: one full run on a large crop takes over a second.
+    """
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_BURST, eps)
     residual = np.eye(3, dtype=np.float32)
-    try:
-        _, residual = cv2.findTransformECC(
-            template.astype(np.float32), warped.astype(np.float32), residual,
-            cv2.MOTION_HOMOGRAPHY, criteria, sel.astype(np.uint8), blur,
-        )  # fmt: skip
-    except cv2.error:
-        return None
+    template, warped = template.astype(np.float32), warped.astype(np.float32)
+    sel8 = sel.astype(np.uint8)
+    for _ in range(ECC_ITERATIONS // ECC_BURST):
+        check()
+        before = residual.copy()
+        try:
+            _, residual = cv2.findTransformECC(
+                template, warped, residual, cv2.MOTION_HOMOGRAPHY, criteria, sel8, blur
+            )
+        except cv2.error:
+            return None
+        if np.abs(residual - before).max() < eps:  # converged within the burst
+            break
     return residual.astype(np.float64)
 
 
 class Registrar:
     """Registers references onto one crop; computes the crop's features once."""
 
-    def __init__(self, crop: np.ndarray, mask: np.ndarray) -> None:
+    def __init__(self, crop: np.ndarray, mask: np.ndarray, check: Checkpoint = never) -> None:
+        self.check = check
         self.crop = crop
         self.mask = mask
-        small, self.scale = _scale_to_area(crop, REGISTRATION_AREA)
+        small, self.to_small = _scale_to_area(crop, REGISTRATION_AREA)
+        self.scale = float(self.to_small[0, 0])
         self.small_gray = gray8(small)
         sh, sw = self.small_gray.shape
         self.small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) > 0.0
         self.sift = cv2.SIFT_create(nfeatures=3000)
+        check()
         self.keypoints, self.descriptors = self.sift.detectAndCompute(self.small_gray, None)
+        check()
         ys, xs = np.nonzero(self.small_mask)
         self.box = (
             (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
@@ -217,9 +251,11 @@ class Registrar:
         self.sigma = max(1.5, max(self.box[2], self.box[3]) / 40.0)
 
     def register(self, ref: np.ndarray) -> Registration:
-        ref_small, ref_scale = _scale_to_area(ref, MAX_REFERENCE_AREA)
+        ref_small, ref_to_small = _scale_to_area(ref, MAX_REFERENCE_AREA)
         ref_gray = gray8(ref_small)
+        self.check()
         kps, desc = self.sift.detectAndCompute(ref_gray, None)
+        self.check()
         if self.descriptors is None or desc is None or len(kps) < 4 or len(self.keypoints) < 4:
             return Registration(False, "no features to match")
         pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(self.descriptors, desc, k=2)
@@ -242,8 +278,10 @@ class Registrar:
         if why:
             reg.reason = why
             return reg
+        self.check()
         h_small = self._refine(ref_gray, h_small, reg)
-        return self._validate(ref, ref_gray, h_small, ref_scale, reg)
+        self.check()
+        return self._validate(ref, ref_gray, h_small, ref_to_small, reg)
 
     def _refine(self, ref_gray: np.ndarray, h_small: np.ndarray, reg: Registration) -> np.ndarray:
         """ECC on low-passed grey images: context at all scales, the region by its low
@@ -254,7 +292,7 @@ class Registrar:
         warped = cv2.GaussianBlur(warped, (0, 0), 1.0)
         sel = valid > 0.99
         before, _ = _ncc(template, warped, sel)
-        residual = _ecc_refine(template, warped, sel)
+        residual = _ecc_refine(template, warped, sel, self.check)
         if residual is None:
             return h_small
         candidate = h_small @ residual
@@ -269,10 +307,15 @@ class Registrar:
         return h_small
 
     def _validate(
-        self, ref: np.ndarray, ref_gray: np.ndarray, h_small: np.ndarray, ref_scale: float, reg: Registration
+        self,
+        ref: np.ndarray,
+        ref_gray: np.ndarray,
+        h_small: np.ndarray,
+        ref_to_small: np.ndarray,
+        reg: Registration,
     ) -> Registration:
-        """Coverage and agreement checks (``ref_gray``: the reference as matched, ``ref_scale``
-        of its full size); on success the full-resolution homography."""
+        """Coverage and agreement checks (``ref_gray``: the reference as matched, ``ref_to_small``
+        the map from its full size to that); on success the full-resolution homography."""
         size = self.small_gray.shape[::-1]
         warped, valid = warp_to_crop(ref_gray.astype(np.float32), h_small, size)
         inside = valid > 0.99
@@ -285,18 +328,25 @@ class Registrar:
         crop_f = self.small_gray.astype(np.float32) / 255
         ref_f = warped / 255
         low = lambda im: cv2.GaussianBlur(im, (0, 0), self.sigma)  # noqa: E731
-        region_ncc, _ = _ncc(low(crop_f), low(ref_f), region & inside)
+        region_ncc, crop_std = _ncc(low(crop_f), low(ref_f), region & inside)
+        _, ref_std = _ncc(low(ref_f), low(crop_f), region & inside)
         context = ~cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & inside
         context_ncc, context_std = _ncc(crop_f, ref_f, context)
-        reg.metrics.update(region_ncc=region_ncc, context_ncc=context_ncc)
-        if region_ncc < MIN_REGION_NCC:
+        # Structure the reference shows in the region, relative to the photo's: near 1 when both
+        # show the same kind of content, near 0 when the reference's region is painted over.
+        structure = ref_std / max(crop_std, 1e-6)
+        reg.metrics.update(region_ncc=region_ncc, context_ncc=context_ncc, structure=structure)
+        textured = context.sum() >= 64 and context_std >= FLAT_CONTEXT_STD
+        strong = textured and context_ncc >= STRONG_CONTEXT_NCC and structure >= MIN_STRUCTURE
+        if region_ncc < (MIN_REGION_NCC_STRONG_CONTEXT if strong else MIN_REGION_NCC):
             reg.reason = f"poor agreement with the region's low frequencies (ncc {region_ncc:.2f})"
             return reg
-        if context.sum() >= 64 and context_std >= FLAT_CONTEXT_STD and context_ncc < MIN_CONTEXT_NCC:
+        if textured and context_ncc < MIN_CONTEXT_NCC:
             reg.reason = f"poor agreement with the context (ncc {context_ncc:.2f})"
             return reg
         # crop(full) -> crop(small) -> ref(small) -> ref(full)
-        h_full = _scaling(1 / ref_scale) @ h_small @ _scaling(self.scale)
+        h_full = np.linalg.inv(ref_to_small) @ h_small @ self.to_small
+        self.check()
         reg.homography = self._refine_fine(ref, h_full / h_full[2, 2], reg)
         reg.ok = True
         reg.score = region_ncc + 0.5 * max(context_ncc, 0.0) + 0.001 * reg.inliers
@@ -310,7 +360,7 @@ class Registrar:
         h, w = self.crop.shape[:2]
         s = min(1.0, float(np.sqrt(FINE_AREA / (h * w))))
         size = (max(8, round(w * s)), max(8, round(h * s)))
-        to_small = np.diag([size[0] / w, size[1] / h, 1.0])
+        to_small = resize_map((w, h), size)
         h_fine = h_full @ np.linalg.inv(to_small)
         crop_g = gray8(cv2.resize(self.crop, size, interpolation=cv2.INTER_AREA)).astype(np.float32)
         ref_g = gray8(ref).astype(np.float32)
@@ -321,7 +371,9 @@ class Registrar:
         context = covered & ~near
         _, context_std = _ncc(crop_g / 255, warped / 255, context)
         sel = context if context.sum() >= 2000 and context_std >= FLAT_CONTEXT_STD else covered
-        residual = _ecc_refine(crop_g, warped, sel, eps=1e-6, blur=1)
+        self.check()
+        residual = _ecc_refine(crop_g, warped, sel, self.check, eps=1e-6, blur=1)
+        self.check()
         if residual is None:
             return h_full
         candidate = h_fine @ residual @ to_small
