@@ -38,6 +38,7 @@ CHECKS = [
     "start_backend_button",
     "bundled_example_end_to_end",
     "result_outside_the_tile_is_refused",
+    "unreadable_reply_fails_the_job",
     "connection_file_reaches_a_curve_backend",
 ]
 SLOW_IDENTITY = {"engine": "classic", "engines": {"identity": {"delay": 0.2}}}
@@ -60,6 +61,10 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     doomed = BackendProcess(root / "doomed", **SLOW_IDENTITY)
     lying_endpoint = free_endpoint()
     lying = subprocess.Popen([sys.executable, str(TESTS / "fake_backend.py"), lying_endpoint, "outside"])
+    garbled_endpoint = free_endpoint()
+    garbled = subprocess.Popen(
+        [sys.executable, str(TESTS / "fake_backend.py"), garbled_endpoint, "badprogress"]
+    )
     curve, connection_file = curve_backend(root)
     try:
         example = root / "example"
@@ -78,6 +83,7 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
             "backend_command": spare_command(root),
             "example_dir": str(example),
             "lying_endpoint": lying_endpoint,
+            "garbled_endpoint": garbled_endpoint,
             "connection_file": str(connection_file),
             "connection_copy_dir": str(root / "imported"),
         }
@@ -98,8 +104,9 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         slow.stop()
         doomed.stop()
         curve.stop()
-        lying.terminate()
-        lying.wait(10)
+        for fake in (lying, garbled):
+            fake.terminate()
+            fake.wait(10)
 
 
 @pytest.mark.parametrize("name", CHECKS)
