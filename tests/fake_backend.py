@@ -5,7 +5,8 @@ For the plugin tests ("a result must fit the tile that was sent"): run
 
 * ``outside``: a 5000x1 tile at (-100000, 999999), far outside anything sent;
 * ``order``: the right place and size, but the other channel order;
-* ``garbage``: a result whose header is not even a map of the right fields.
+* ``badprogress``: a progress message whose ``step`` is text, then silence (a plugin must
+  fail the job rather than leave it hanging).
 
 It binds loopback only and stops on SIGTERM.
 """
@@ -53,6 +54,9 @@ def main(endpoint: str, mode: str) -> None:
                   "capabilities": CAPS})  # fmt: skip
         elif kind == "refine":
             send({"kind": "accepted", "job": "j1", "position": 0, "instance": "fake"})
+            if mode == "badprogress":
+                send({"kind": "progress", "job": "j1", "stage": "refine", "step": "three", "total": 5})
+                continue
             src = h["frames"][0]
             x, y = h.get("origin", [0, 0])
             order = src.get("order", "RGBA")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import zmq
 from conftest import free_endpoint
-from test_server import raw_send, request
+from test_server import make_tile, raw_send, request
 
 from touchup.backend.config import Config
 from touchup.backend.server import Server, endpoint
@@ -418,3 +418,22 @@ def test_the_tray_says_when_the_worker_was_restarted():
 
     status = {"worker": {"state": "idle", "restarts": 2}, "queue": {"completed": 5}}
     assert "worker restarted 2x" in state_from_status(status, pid=1, restarts=0).line()
+
+
+def test_waiting_jobs_cannot_hold_more_image_memory_than_configured(backend_factory):
+    # Each 64x80 float32 tile with its mask holds ~100 KB while it waits; allow about two.
+    proc = backend_factory(max_queued_bytes=250_000, **SLOW)
+    tile = make_tile(dtype=np.float32)
+    with proc.client() as c:
+        replies = []
+        for _ in range(5):
+            rid = c.submit(*request(tile, engine="identity", params={"steps": 30}))
+            while True:
+                msg = c.recv(10)
+                if msg.header.get("id") == rid and msg.kind in (Kind.ACCEPTED, Kind.ERROR):
+                    replies.append(msg)
+                    break
+        refused = [m for m in replies if m.kind == Kind.ERROR]
+        assert refused and all(m.header["code"] == ErrorCode.QUEUE_FULL for m in refused)
+        assert "GiB" in refused[0].header["message"]
+        assert sum(m.kind == Kind.ACCEPTED for m in replies) >= 2

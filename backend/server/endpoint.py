@@ -71,6 +71,34 @@ READ_BATCH = 32
 FORWARD_BATCH = 256
 #: After a disconnect, when (seconds) to check that the owners of jobs are still there.
 PROBE_DELAYS = (0.05, 0.5, 1.2)
+#: Requests per second (and burst) one connection may send; beyond that they are dropped unread.
+#: An editor sends about one ping a second.
+REQUEST_RATE = 200.0
+REQUEST_BURST = 400.0
+
+
+class RateLimit:
+    """A token bucket per connection, so one flooding client costs the loop almost nothing."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[bytes, tuple[float, float]] = {}  # peer -> (tokens, last time)
+        self._warned: dict[bytes, float] = {}
+
+    def allow(self, peer: bytes) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(peer, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self._buckets) > 4096:  # forget idle connections
+            self._buckets = {p: v for p, v in self._buckets.items() if now - v[1] < 60}
+        ok = tokens >= 1.0
+        self._buckets[peer] = (tokens - 1.0 if ok else tokens, now)
+        if not ok and now - self._warned.get(peer, 0.0) > 10.0:
+            self._warned[peer] = now
+            log.warning(
+                "client %s sends more than %.0f requests/s; dropping the excess", peer.hex(), self.rate
+            )
+        return ok
 
 
 class AlreadyRunning(RuntimeError):
@@ -108,6 +136,7 @@ class Server:
         self._security: CurveSecurity | None = None
         self._announced = -1
         self._probes: list[float] = []
+        self._rate = RateLimit(REQUEST_RATE, REQUEST_BURST)
 
     # -- public ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -277,9 +306,13 @@ class Server:
                 parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(parts) < 2:
-                continue  # an empty message: nothing to answer
-            self._handle(router, parts[0].bytes, parts[1:])
+            peer = parts[0].bytes
+            if len(parts) < 2 or not self._rate.allow(peer):
+                continue  # empty, or a client far over any sane request rate: not even decoded
+            self._handle(router, peer, parts[1:])
+        # A full batch means more is waiting: let the worker thread have the interpreter for a
+        # moment, so a flood of cheap requests cannot slow the job everyone waits for.
+        time.sleep(0.001)
 
     def _handle(self, router: zmq.Socket, peer: bytes, parts: list) -> None:
         req_id: Any = None

@@ -821,6 +821,25 @@ def result_outside_the_tile_is_refused():
 
 
 @check
+def unreadable_reply_fails_the_job():
+    """A progress message the plugin cannot read (its step is text): the job fails with a
+    message instead of staying 'running' for ever, and no layer is added."""
+    from touchup_krita import refine
+
+    use_endpoint(CFG["garbled_endpoint"])
+    doc = make_doc(100, 80, "U8")
+    select_rect(doc, 20, 20, 30, 30)
+    t0 = time.monotonic()
+    message = refusal(lambda d: refine(d, timeout=30), doc, "a job with an unreadable reply produced a layer")
+    took = time.monotonic() - t0
+    assert "could not read the backend's reply" in message, message
+    assert took < 10, took
+    assert names(doc) == ["Background"] and not controller().queue.active()
+    close(doc)
+    return {"message": message, "seconds": round(took, 2)}
+
+
+@check
 def connection_file_reaches_a_curve_backend():
     """The docker's connection-file setting: refine through an authenticated, encrypted backend."""
     from touchup_krita import refine

@@ -39,6 +39,7 @@ CHECKS = [
     "start_backend_button",
     "bundled_example_end_to_end",
     "result_outside_the_tile_is_refused",
+    "unreadable_reply_fails_the_job",
     "connection_file_reaches_a_curve_backend",
 ]
 SLOW_IDENTITY = {"engine": "classic", "engines": {"identity": {"delay": 0.2}}}
@@ -66,6 +67,10 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     )
     lying_endpoint = free_endpoint()
     lying = subprocess.Popen([sys.executable, str(TESTS / "fake_backend.py"), lying_endpoint, "outside"])
+    garbled_endpoint = free_endpoint()
+    garbled = subprocess.Popen(
+        [sys.executable, str(TESTS / "fake_backend.py"), garbled_endpoint, "badprogress"]
+    )
     curve, connection_file = curve_backend(root)
     try:
         example = root / "example"
@@ -86,6 +91,7 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
             "recording_endpoint": recording.endpoint,
             "record_file": str(record),
             "lying_endpoint": lying_endpoint,
+            "garbled_endpoint": garbled_endpoint,
             "connection_file": str(connection_file),
             "connection_copy_dir": str(root / "imported"),
         }
@@ -107,8 +113,9 @@ def krita_results(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         doomed.stop()
         recording.stop()
         curve.stop()
-        lying.terminate()
-        lying.wait(10)
+        for fake in (lying, garbled):
+            fake.terminate()
+            fake.wait(10)
 
 
 @pytest.mark.parametrize("name", CHECKS)

@@ -77,7 +77,11 @@ def status(args: argparse.Namespace) -> int:
     print(f"engine    {worker.get('engine') or '-'} {worker.get('preset') or ''} ({worker.get('state')})")
     if running:
         print(f"running   {running['job']}: {running['stage']} {running['step']}/{running['total']}")
-    print(f"queue     {len(queue.get('waiting', []))} waiting, {queue.get('completed', 0)} completed")
+    waiting = queue.get("waiting_total", len(queue.get("waiting", [])))
+    print(f"queue     {waiting} waiting, {queue.get('completed', 0)} completed")
+    if worker.get("restarts"):
+        last = worker.get("last_restart") or {}
+        print(f"worker    restarted {worker['restarts']}x (last: {last.get('reason', '?')}); see the log")
     return 0
 
 
