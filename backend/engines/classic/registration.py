@@ -24,10 +24,14 @@ from .cancel import Checkpoint, never
 FINE_AREA = 640 * 640
 #: ECC iterations in all, and per burst between cancellation checks.
 ECC_ITERATIONS, ECC_BURST = 60, 10
+#: A burst that moves no corner of the image by more than this (px) ends the refinement.
+ECC_SETTLED = 0.01
 #: Registration runs on images of about this many pixels (the crop was upsampled for the
 #: engine; finding the transform does not need every one of those pixels).
 REGISTRATION_AREA = 320 * 320
-MAX_REFERENCE_AREA = 1024 * 1024
+#: References are matched at up to this many pixels (the crop at REGISTRATION_AREA: finer
+#: reference features would have no counterpart); the fine pass uses the full reference.
+MAX_REFERENCE_AREA = 768 * 768
 RATIO_TEST = 0.8
 MIN_INLIERS = 15
 MIN_INLIER_RATIO = 0.15
@@ -211,16 +215,19 @@ def _ecc_refine(
     residual = np.eye(3, dtype=np.float32)
     template, warped = template.astype(np.float32), warped.astype(np.float32)
     sel8 = sel.astype(np.uint8)
+    h, w = template.shape[:2]
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64).T
     for _ in range(ECC_ITERATIONS // ECC_BURST):
         check()
-        before = residual.copy()
+        before = residual.astype(np.float64)
         try:
             _, residual = cv2.findTransformECC(
                 template, warped, residual, cv2.MOTION_HOMOGRAPHY, criteria, sel8, blur
             )
         except cv2.error:
             return None
-        if np.abs(residual - before).max() < eps:  # converged within the burst
+        a, b = before @ corners, residual.astype(np.float64) @ corners
+        if np.abs(a[:2] / a[2] - b[:2] / b[2]).max() < ECC_SETTLED:  # converged in the burst
             break
     return residual.astype(np.float64)
 
