@@ -18,11 +18,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import GIMP, KRITA, EditorLocation, current_system
 from .wheels import python_can_import, python_version_of
+
+#: The releases the plugins are tested in (inside the real editors, by the project's test suite).
+TESTED_RELEASES = {KRITA: ("5.1", "5.2", "5.3", "6.0"), GIMP: ("3.0", "3.2")}
 
 #: Python versions bundled by official Windows/macOS builds when nothing better is known.
 BUNDLED_DEFAULTS = {KRITA: (3, 10), GIMP: (3, 12)}
@@ -138,3 +142,59 @@ def _gimp_python(system: str) -> EditorPython:
     if system == "linux":
         return EditorPython(None, None, None, "no GIMP 3 found (pygimp.interp)")
     return EditorPython(BUNDLED_DEFAULTS[GIMP], None, False, "GIMP 3 bundles its own Python")
+
+
+@dataclass(frozen=True)
+class InstalledRelease:
+    """The editor release found on PATH (``version`` None: none found or it did not say)."""
+
+    editor: str
+    version: str | None
+    program: str | None = None
+
+    @property
+    def series(self) -> str | None:
+        """``major.minor``, the granularity the plugins are tested at."""
+        m = re.match(r"(\d+)\.(\d+)", self.version or "")
+        return f"{m.group(1)}.{m.group(2)}" if m else None
+
+    @property
+    def tested(self) -> bool:
+        return self.series in TESTED_RELEASES[self.editor]
+
+
+def _version_output(argv: list[str], env: dict[str, str] | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(\d+\.\d+\.\d+)", out.stdout + out.stderr)
+    return m.group(1) if m else None
+
+
+def editor_release(editor: str) -> InstalledRelease:
+    """Which release of ``editor`` is installed where this runs, asked of the editor itself.
+
+    Krita: ``kritarunner --version`` (the ``krita`` binary needs a display even for that; the
+    runner starts offscreen). GIMP: ``gimp-console-3.N --version`` for the newest 3.N on PATH.
+    """
+    if editor == KRITA:
+        for program in ("kritarunner", "krita"):
+            exe = shutil.which(program)
+            if exe:
+                env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+                return InstalledRelease(KRITA, _version_output([exe, "--version"], env), exe)
+        return InstalledRelease(KRITA, None)
+    names: set[str] = set()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if folder and os.path.isdir(folder):
+            names.update(n for n in os.listdir(folder) if re.fullmatch(r"gimp-console(-3\.\d+)?(\.exe)?", n))
+    for name in sorted(names, key=lambda n: [int(x) for x in re.findall(r"\d+", n)], reverse=True):
+        exe = shutil.which(name)
+        if exe:
+            version = _version_output([exe, "--version"])
+            if version and version.startswith("3."):
+                return InstalledRelease(GIMP, version, exe)
+    return InstalledRelease(GIMP, None)
