@@ -140,6 +140,15 @@ def _gimp_python(system: str) -> EditorPython:
                     python = interp_file.parents[4] / python
                 return probe_interpreter(python, f"{interp_file}")
     if system == "linux":
+        # Debian's GIMP ships no pygimp.interp: plug-ins run by their ``#!/usr/bin/env python3``
+        # line, i.e. the python3 on PATH (outside any virtualenv), which then is the one to vendor for.
+        venv = os.environ.get("VIRTUAL_ENV") or "\0"
+        path = os.pathsep.join(
+            p for p in os.environ.get("PATH", "").split(os.pathsep) if not p.startswith(venv)
+        )
+        python = shutil.which("python3", path=path)
+        if python and editor_release(GIMP).version:
+            return probe_interpreter(Path(python), "GIMP 3 runs Python plug-ins with python3 from PATH")
         return EditorPython(None, None, None, "no GIMP 3 found (pygimp.interp)")
     return EditorPython(BUNDLED_DEFAULTS[GIMP], None, False, "GIMP 3 bundles its own Python")
 

@@ -42,6 +42,26 @@ exec chroot "$root" "$@"
 """
 
 
+def chroot_command(root: Path, argv: list[str], binds: list[Path] = ()) -> list[str]:
+    """``argv`` run inside the chroot at ``root``, in a private mount namespace where this
+    checkout and ``binds`` appear at their host paths and the host's root at ``/run/host``."""
+    mounts = [str(Path(b).resolve()) for b in (REPO, *binds)]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        _ENTER,
+        "sh",
+        str(root),
+        *mounts,
+        "--",
+        *argv,
+    ]
+
+
 @dataclass(frozen=True)
 class EditorRelease:
     """One editor release under test. ``chroot`` is None for the host's own install."""
@@ -79,13 +99,7 @@ class EditorRelease:
         """``argv`` as run in this release; ``binds`` are host folders it must see (same paths)."""
         if self.chroot is None:
             return list(argv)
-        mounts = [str(Path(b).resolve()) for b in (REPO, *binds)]
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _ENTER, "sh"] + [
-            str(self.chroot),
-            *mounts,
-            "--",
-            *argv,
-        ]
+        return chroot_command(self.chroot, argv, binds)
 
     def python(self, code: str, binds: list[Path] = ()) -> subprocess.CompletedProcess:
         """Run ``code`` in the release's system Python (the one the editor embeds)."""

@@ -29,6 +29,9 @@ from touchup.installer import inifile
 from touchup.installer.install import tree_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "krita"))
+from kritatest import run_in_session  # noqa: E402
+
 WHEEL_CACHE = REPO / ".cache" / "wheels"
 
 pytestmark = [pytest.mark.krita, pytest.mark.slow]
@@ -158,13 +161,8 @@ def test_install_into_real_krita_loads_plugin_and_uninstall_restores(
     env_run = dict(env, TOUCHUP_CHECK_OUT=str(out_file))
     log = tmp_path / "krita.log"
     with log.open("w") as fh:
-        subprocess.run(
-            release.command(["xvfb-run", "-a", "krita", "--nosplash"], [tmp_path]),
-            env=env_run,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            timeout=180,
-            check=False,
+        run_in_session(
+            release.command(["xvfb-run", "-a", "krita", "--nosplash"], [tmp_path]), env_run, fh, 180
         )
     assert out_file.exists(), "Krita never ran the check plugin:\n" + log.read_text(errors="replace")[-3000:]
     seen = json.loads(out_file.read_text())

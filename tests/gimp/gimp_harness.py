@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import zmq
 from conftest import skip_or_fail
-from editor_releases import GIMP, EditorRelease
+from editor_releases import GIMP, EditorRelease, chroot_command
 
 from touchup.shared.protocol import Kind, decode
 
@@ -110,8 +110,10 @@ class GimpChroot:
             cmd = [*env, "xvfb-run", "-a", "-s", screen, self.gui, *gimp]
         else:
             cmd = [*env, self.console, "-i", *gimp]
+        # With /proc and /dev mounted (chroot_command): GIMP 3.2's image loaders (glycin) start
+        # sandboxed helper processes that fail without them, and GTK aborts on a missing icon.
         proc = subprocess.run(
-            ["chroot", str(self.root), *cmd],
+            chroot_command(self.root, cmd),
             capture_output=True,
             text=True,
             timeout=timeout,
