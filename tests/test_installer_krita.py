@@ -162,7 +162,7 @@ def test_install_into_real_krita_loads_plugin_and_uninstall_restores(
     log = tmp_path / "krita.log"
     with log.open("w") as fh:
         run_in_session(
-            release.command(["xvfb-run", "-a", "krita", "--nosplash"], [tmp_path]), env_run, fh, 180
+            release.command(["xvfb-run", "-a", "krita", "--nosplash"], [tmp_path]), env_run, fh, 300
         )
     assert out_file.exists(), "Krita never ran the check plugin:\n" + log.read_text(errors="replace")[-3000:]
     seen = json.loads(out_file.read_text())

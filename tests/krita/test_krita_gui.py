@@ -76,7 +76,7 @@ def gui_results(
             ),
             env,
             fh,
-            180,
+            300,
         )
     data = read_results(results, log)
     data["_log"] = log.read_text(errors="replace")
