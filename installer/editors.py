@@ -186,15 +186,17 @@ def _version_output(argv: list[str], env: dict[str, str] | None = None) -> str |
 def editor_release(editor: str) -> InstalledRelease:
     """Which release of ``editor`` is installed where this runs, asked of the editor itself.
 
-    Krita: ``kritarunner --version`` (the ``krita`` binary needs a display even for that; the
-    runner starts offscreen). GIMP: ``gimp-console-3.N --version`` for the newest 3.N on PATH.
+    Krita: ``kritarunner --version`` (Krita 5.1's ``krita`` needs a display even for that; the
+    runner starts offscreen), else ``krita --version`` (5.3 and 6's runner prints no number).
+    GIMP: ``gimp-console-3.N --version`` for the newest 3.N on PATH.
     """
     if editor == KRITA:
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
         for program in ("kritarunner", "krita"):
             exe = shutil.which(program)
-            if exe:
-                env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-                return InstalledRelease(KRITA, _version_output([exe, "--version"], env), exe)
+            version = _version_output([exe, "--version"], env) if exe else None
+            if version:
+                return InstalledRelease(KRITA, version, exe)
         return InstalledRelease(KRITA, None)
     names: set[str] = set()
     for folder in os.environ.get("PATH", "").split(os.pathsep):
