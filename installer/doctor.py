@@ -179,7 +179,7 @@ def _editor_rows(
 ) -> list[Row]:
     label = "Krita" if editor == KRITA else "GIMP 3"
     locations = find_locations(editor, override)
-    rows: list[Row] = []
+    rows: list[Row] = [_release_row(editor, label)]
     install_hint = f"touchup install --{editor}"
     for loc in locations:
         name = f"{label} ({loc.variant})"
@@ -257,6 +257,22 @@ def _editor_rows(
                 )
             )
     return rows
+
+
+def _release_row(editor: str, label: str) -> Row:
+    """The editor release on PATH and whether the plugin is tested in it."""
+    release = editors.editor_release(editor)
+    tested = ", ".join(editors.TESTED_RELEASES[editor])
+    if release.version is None:
+        return Row(f"{label} release", INFO, f"no {label} on PATH answered --version (tested: {tested})")
+    if release.tested:
+        return Row(f"{label} release", OK, f"{release.version}, a tested release ({release.program})")
+    return Row(
+        f"{label} release",
+        WARN,
+        f"{release.version} is not a tested release (tested: {tested}); the plugin may still work",
+        f"use {label} {editors.TESTED_RELEASES[editor][-1]} if Refine misbehaves",
+    )
 
 
 def _plugin_folder(loc: EditorLocation) -> Path | None:

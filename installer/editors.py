@@ -18,11 +18,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import GIMP, KRITA, EditorLocation, current_system
 from .wheels import python_can_import, python_version_of
+
+#: The releases the plugins are tested in (inside the real editors, by the project's test suite).
+TESTED_RELEASES = {KRITA: ("5.1", "5.2", "5.3", "6.0"), GIMP: ("3.0", "3.2")}
 
 #: Python versions bundled by official Windows/macOS builds when nothing better is known.
 BUNDLED_DEFAULTS = {KRITA: (3, 10), GIMP: (3, 12)}
@@ -136,5 +140,72 @@ def _gimp_python(system: str) -> EditorPython:
                     python = interp_file.parents[4] / python
                 return probe_interpreter(python, f"{interp_file}")
     if system == "linux":
+        # Debian's GIMP ships no pygimp.interp: plug-ins run by their ``#!/usr/bin/env python3``
+        # line, i.e. the python3 on PATH (outside any virtualenv), which then is the one to vendor for.
+        venv = os.environ.get("VIRTUAL_ENV") or "\0"
+        path = os.pathsep.join(
+            p for p in os.environ.get("PATH", "").split(os.pathsep) if not p.startswith(venv)
+        )
+        python = shutil.which("python3", path=path)
+        if python and editor_release(GIMP).version:
+            return probe_interpreter(Path(python), "GIMP 3 runs Python plug-ins with python3 from PATH")
         return EditorPython(None, None, None, "no GIMP 3 found (pygimp.interp)")
     return EditorPython(BUNDLED_DEFAULTS[GIMP], None, False, "GIMP 3 bundles its own Python")
+
+
+@dataclass(frozen=True)
+class InstalledRelease:
+    """The editor release found on PATH (``version`` None: none found or it did not say)."""
+
+    editor: str
+    version: str | None
+    program: str | None = None
+
+    @property
+    def series(self) -> str | None:
+        """``major.minor``, the granularity the plugins are tested at."""
+        m = re.match(r"(\d+)\.(\d+)", self.version or "")
+        return f"{m.group(1)}.{m.group(2)}" if m else None
+
+    @property
+    def tested(self) -> bool:
+        return self.series in TESTED_RELEASES[self.editor]
+
+
+def _version_output(argv: list[str], env: dict[str, str] | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(\d+\.\d+\.\d+)", out.stdout + out.stderr)
+    return m.group(1) if m else None
+
+
+def editor_release(editor: str) -> InstalledRelease:
+    """Which release of ``editor`` is installed where this runs, asked of the editor itself.
+
+    Krita: ``kritarunner --version`` (Krita 5.1's ``krita`` needs a display even for that; the
+    runner starts offscreen), else ``krita --version`` (5.3 and 6's runner prints no number).
+    GIMP: ``gimp-console-3.N --version`` for the newest 3.N on PATH.
+    """
+    if editor == KRITA:
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+        for program in ("kritarunner", "krita"):
+            exe = shutil.which(program)
+            version = _version_output([exe, "--version"], env) if exe else None
+            if version:
+                return InstalledRelease(KRITA, version, exe)
+        return InstalledRelease(KRITA, None)
+    names: set[str] = set()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if folder and os.path.isdir(folder):
+            names.update(n for n in os.listdir(folder) if re.fullmatch(r"gimp-console(-3\.\d+)?(\.exe)?", n))
+    for name in sorted(names, key=lambda n: [int(x) for x in re.findall(r"\d+", n)], reverse=True):
+        exe = shutil.which(name)
+        if exe:
+            version = _version_output([exe, "--version"])
+            if version and version.startswith("3."):
+                return InstalledRelease(GIMP, version, exe)
+    return InstalledRelease(GIMP, None)

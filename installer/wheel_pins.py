@@ -3,7 +3,8 @@
 The installer unpacks these into a folder the editor executes code from, so a wheel that is not
 byte-for-byte one of these -- a tampered cache, an index serving something else -- is refused.
 The table covers the editor Pythons Touchup supports (Krita 5.2 embeds 3.10 on Windows and
-macOS; Linux editors use the system's 3.10-3.13). To support another platform, add its wheels'
+macOS; Linux editors use the system's 3.10-3.14, 3.14 for Krita 6 and GIMP 3.2 on current
+Debian; pyzmq's abi3 wheels serve 3.12 and later). To support another platform, add its wheels'
 names and sha256 from PyPI here, in the same release.
 """
 
@@ -27,6 +28,10 @@ WHEEL_SHA256: dict[str, str] = {
     "msgpack-1.2.4-cp313-cp313-manylinux2014_aarch64.manylinux_2_17_aarch64.manylinux_2_28_aarch64.whl": "e9c5ba0f053a7e98f013f083c9d1b2dffb26cad8c897c533d8286e44ed24c669",
     "msgpack-1.2.4-cp313-cp313-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl": "7fabd415c41e62006c6641fcdf5b3e866f581c4e11c58328c0d0f69584b9577d",
     "msgpack-1.2.4-cp313-cp313-win_amd64.whl": "318d4e634d2b320be10decd9968ad1ae0be1d80cba23b5528c37b429eeb0e3e0",
+    "msgpack-1.2.4-cp314-cp314-macosx_11_0_arm64.whl": "c97f5f17407e1761f23f1944be33cbf1d5ce67017db32544dcd5e16e0b1b4a3b",
+    "msgpack-1.2.4-cp314-cp314-manylinux2014_aarch64.manylinux_2_17_aarch64.manylinux_2_28_aarch64.whl": "2444a4e04f924630d059ae6eae8f91fdfcd28ed9fd17b21bacf4e74550a091f7",
+    "msgpack-1.2.4-cp314-cp314-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl": "5d65b791ce4283e02b6267742ad540899155e1b32887b9cbdda47f38f5a076b5",
+    "msgpack-1.2.4-cp314-cp314-win_amd64.whl": "80f5d4fda1ba373d95933f98e6c1d18247feffac839fda3930bdd85e6561bb5f",
     "pyzmq-27.3.0-cp310-cp310-macosx_10_15_universal2.whl": "de47ad29f7fed1a466e0ef34b13ca307cf24aba77c0a21c87e6cae649ad29669",
     "pyzmq-27.3.0-cp310-cp310-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl": "e84d88c42ac2ea32314aaa9ef879da16c372ebfb8ad6f2ce1953d88538b44831",
     "pyzmq-27.3.0-cp310-cp310-win_amd64.whl": "d968d0c2bd7a35c73d62b32fba05e8c2061a6614870e8ec132a6667bc72f24e9",

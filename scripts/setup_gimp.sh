@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build (or restore) a Debian trixie chroot with GIMP 3 and the Python modules the Touchup
-# plug-in needs, for the GIMP integration tests and for trying the plug-in on a system whose
-# own GIMP is older than 3.0.
+# Build (or restore) Debian chroots with GIMP 3 and the Python modules the Touchup plug-in
+# needs, for the GIMP integration tests and for trying the plug-in on a system whose own GIMP is
+# older than 3.0: GIMP 3.0 from Debian trixie, and GIMP 3.2 from Debian sid (built by
+# scripts/setup_chroot.sh into <repo>/.cache/chroots/gimp-3.2; TOUCHUP_GIMP_32=0 skips it).
 #
 # Idempotent: an existing, complete chroot is reused; otherwise a zstd tarball cache is unpacked;
 # otherwise the chroot is bootstrapped (about a minute) and the cache is written for next time.
@@ -14,7 +15,7 @@
 #                         clones on the same machine restore the chroot in seconds)
 #   TOUCHUP_DEBIAN_MIRROR Debian mirror              (default: http://deb.debian.org/debian)
 #
-# The last line printed on stdout is the chroot's path.
+# The last line printed on stdout is the GIMP 3.0 chroot's path.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,9 +49,15 @@ write_cache() {
     find "$cache_dir" -maxdepth 1 -name 'trixie-gimp-*.tar.zst' ! -name "$(basename "$tarball")" -delete
 }
 
+gimp_32() {
+    [[ ${TOUCHUP_GIMP_32:-1} == 0 ]] && return 0
+    bash "$repo/scripts/setup_chroot.sh" gimp-3.2 sid "$repo/.cache/chroots/gimp-3.2" "${packages[@]}" >/dev/null
+}
+
 if complete "$chroot_dir"; then
     log "chroot already complete"
     [[ -f "$tarball" ]] || { command -v zstd >/dev/null && write_cache; }
+    gimp_32
     echo "$chroot_dir"
     exit 0
 fi
@@ -93,4 +100,5 @@ if ! complete "$chroot_dir"; then
     log "the chroot at $chroot_dir is incomplete (GIMP 3 or its Python modules are missing)"
     exit 1
 fi
+gimp_32
 echo "$chroot_dir"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs and run it: the venv with all extras, then -- where
-# this user may install system packages (root, as in CI) -- real Krita (Debian), GIMP 3 (a
-# Debian trixie chroot, cached) and Xvfb, so the editor tests run inside the real editors.
-# Extra arguments go to pytest.
+# this user may install system packages (root, as in CI) -- real Krita 5.1 (Debian) and Krita
+# 5.2/5.3/6.0, GIMP 3.0/3.2 and the tray's StatusNotifier host in Debian chroots, plus Xvfb, so
+# the editor tests run inside every tested editor release. The chroots are cached as tarballs in
+# ~/.cache/touchup/chroots (and ~/.cache/touchup/gimp): keep those folders between CI runs and
+# setting up takes seconds instead of minutes. Extra arguments go to pytest.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,7 +1,7 @@
-"""`touchup install --gimp` into a GIMP 3 profile, then real GIMP 3 (Debian trixie chroot) uses it.
+"""`touchup install --gimp` into a GIMP 3 profile, then real GIMP (3.0 and 3.2, Debian chroots) uses it.
 
 The installer writes into a fresh profile inside the chroot, vendoring pyzmq/msgpack wheels
-picked for GIMP's Python 3.13 (not the test's Python). GIMP then runs in batch mode: the
+picked for that GIMP's own Python (not the test's Python). GIMP then runs in batch mode: the
 Refine Selection procedure must be registered from the installed folder and, called on an
 image with a selection against a real backend on the host, must add the refined layer. The
 batch interpreter runs in the same Python as the plug-in, so it also checks that the vendored
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from editor_releases import GIMP, EditorRelease
 
 from touchup.installer.install import tree_snapshot
 
@@ -38,10 +39,18 @@ def _touchup(*args: str, home: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.parametrize("release", GIMP, ids=[r.id for r in GIMP])
 def test_install_into_real_gimp_registers_and_runs_then_uninstall_restores(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, release: EditorRelease
 ) -> None:
-    gimp = open_gimp(install=False)
+    gimp = open_gimp(install=False, release=release)
+    probe = subprocess.run(
+        ["chroot", str(release.chroot), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    python = probe.stdout.strip()
     profile = gimp.path(gimp.profile)
     (profile / "plug-ins" / "someone-else").mkdir(parents=True)
     (profile / "plug-ins" / "someone-else" / "readme.txt").write_text("not ours\n")
@@ -54,7 +63,7 @@ def test_install_into_real_gimp_registers_and_runs_then_uninstall_restores(
             "--gimp-dir",
             str(profile),
             "--gimp-python",
-            "3.13",
+            python,
             "--vendor",
             "always",
             "--wheel-cache",
@@ -62,14 +71,14 @@ def test_install_into_real_gimp_registers_and_runs_then_uninstall_restores(
             home=home,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "for Python 3.13" in done.stdout
+        assert f"for Python {python}" in done.stdout
 
         [seen], output = gimp.run("installed", {"endpoint": backend}, driver=DRIVER)
         assert "error" not in seen, seen["error"]
         lib = gimp.profile / "plug-ins" / "touchup-refine" / "lib"
         for key in ("zmq", "msgpack", "shared"):
             assert Path(seen[key]).is_relative_to(lib), (key, seen[key])
-        assert seen["python"] == "3.13"
+        assert seen["python"] == python
         assert seen["registered"], output[-4000:]
         assert seen["status"] == "success", output[-4000:]
         assert len(seen["layers"]) == 2 and seen["layers"][-1] == "photo"

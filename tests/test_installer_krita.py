@@ -6,6 +6,10 @@ and the protocol package were imported from, then quits Krita. The installer is 
 ``--vendor always`` so the vendored pyzmq/msgpack wheels (picked for Krita's Python 3.x from
 ``kritapykrita.so``) are what Krita imports. Afterwards ``touchup uninstall`` must leave the
 pykrita folder exactly as it was and drop our kritarc key.
+
+It runs for every Krita release in ``editor_releases.KRITA``; a chrooted release gets
+``--krita-python X.Y`` (its own Python, e.g. 3.14 for Krita 6), because the installer on the
+host cannot see inside the chroot.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from pathlib import Path
 
 import pytest
 from conftest import skip_or_fail
+from editor_releases import KRITA, EditorRelease
 
 from touchup.installer import inifile
 from touchup.installer.install import tree_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "krita"))
+from kritatest import run_in_session  # noqa: E402
+
 WHEEL_CACHE = REPO / ".cache" / "wheels"
 
 pytestmark = [pytest.mark.krita, pytest.mark.slow]
@@ -48,7 +56,10 @@ class Check(Extension):
         Krita.instance().notifier().windowCreated.connect(self.later)
 
     def later(self):
-        from PyQt5.QtCore import QTimer
+        try:  # Krita 6 embeds PyQt6 and refuses PyQt5
+            from PyQt6.QtCore import QTimer
+        except ImportError:
+            from PyQt5.QtCore import QTimer
         QTimer.singleShot(1500, self.check)
 
     def createActions(self, window):
@@ -83,10 +94,13 @@ Krita.instance().addExtension(Check(Krita.instance()))
 """
 
 
-def _require_krita() -> None:
-    missing = [t for t in ("krita", "xvfb-run") if shutil.which(t) is None]
+def _require_krita(release: EditorRelease) -> None:
+    reason = release.missing_reason()
+    if reason:
+        skip_or_fail(reason)
+    missing = [t for t in ("krita", "xvfb-run") if not release.path(f"/usr/bin/{t}").exists()]
     if missing:
-        skip_or_fail(f"{', '.join(missing)} not installed (scripts/setup_krita.sh)")
+        skip_or_fail(f"{release.id}: {', '.join(missing)} not installed (scripts/setup_krita.sh)")
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -108,8 +122,16 @@ def _touchup(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_install_into_real_krita_loads_plugin_and_uninstall_restores(tmp_path: Path) -> None:
-    _require_krita()
+@pytest.mark.parametrize("release", KRITA, ids=[r.id for r in KRITA])
+def test_install_into_real_krita_loads_plugin_and_uninstall_restores(
+    tmp_path: Path, release: EditorRelease
+) -> None:
+    _require_krita(release)
+    python: list[str] = []
+    if release.chroot is not None:
+        probe = release.python("import sys; print('%d.%d' % sys.version_info[:2])")
+        assert probe.returncode == 0, probe.stderr
+        python = ["--krita-python", probe.stdout.strip()]
     home = tmp_path / "home"
     home.mkdir()
     env = _env(home)
@@ -122,7 +144,9 @@ def test_install_into_real_krita_loads_plugin_and_uninstall_restores(tmp_path: P
     before = tree_snapshot(pykrita)
     kritarc_before = kritarc.read_text()
 
-    done = _touchup(env, "install", "--krita", "--vendor", "always", "--wheel-cache", str(WHEEL_CACHE))
+    done = _touchup(
+        env, "install", "--krita", *python, "--vendor", "always", "--wheel-cache", str(WHEEL_CACHE)
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "vendoring" in done.stdout and "Python 3." in done.stdout
     assert inifile.get_value(kritarc, "python", "enable_touchup_krita") == "true"
@@ -137,17 +161,14 @@ def test_install_into_real_krita_loads_plugin_and_uninstall_restores(tmp_path: P
     env_run = dict(env, TOUCHUP_CHECK_OUT=str(out_file))
     log = tmp_path / "krita.log"
     with log.open("w") as fh:
-        subprocess.run(
-            ["xvfb-run", "-a", "krita", "--nosplash"],
-            env=env_run,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            timeout=180,
-            check=False,
+        run_in_session(
+            release.command(["xvfb-run", "-a", "krita", "--nosplash"], [tmp_path]), env_run, fh, 300
         )
     assert out_file.exists(), "Krita never ran the check plugin:\n" + log.read_text(errors="replace")[-3000:]
     seen = json.loads(out_file.read_text())
     assert "error" not in seen, seen.get("error")
+    if python:
+        assert seen["python"] == python[1]
     plugin_dir = pykrita / "touchup_krita"
     assert Path(seen["plugin_module"]).parent == plugin_dir
     assert seen["actions"] == {

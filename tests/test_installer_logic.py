@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import plistlib
+import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
+from editor_releases import GIMP, KRITA, EditorRelease
 
 from touchup.installer import inifile
 from touchup.installer.autostart import autostart_entry, tray_command
@@ -344,3 +349,54 @@ def test_doctor_names_the_fix_for_what_is_missing(home: Path, backend: str) -> N
     assert rows["Krita (native) version"].status == OK
     down = {r.check: r for r in collect(endpoint="tcp://127.0.0.1:9")}
     assert down["backend"].status == FAIL and "touchup tray" in down["backend"].fix
+
+
+def test_doctor_reports_the_editor_release_and_whether_it_is_tested(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from touchup.installer.doctor import OK, WARN, _release_row
+    from touchup.installer.editors import InstalledRelease, editor_release
+
+    assert InstalledRelease("krita", "6.0.4").tested and InstalledRelease("gimp", "3.2.6").tested
+    assert not InstalledRelease("krita", "5.0.2").tested and not InstalledRelease("gimp", "3.4.0").tested
+    if shutil.which("kritarunner") is None:
+        skip_or_fail("Krita is not installed (scripts/setup_krita.sh)")
+    found = editor_release("krita")
+    assert found.series == "5.1", found  # the host's Debian 12 Krita, asked with kritarunner --version
+    row = _release_row("krita", "Krita")
+    assert row.status == OK and found.version in row.detail and "tested" in row.detail
+
+    # A Krita on PATH that reports an untested release gets a warning naming the tested ones.
+    fake = home / "bin"
+    fake.mkdir()
+    (fake / "kritarunner").write_text("#!/bin/sh\necho kritarunner 4.4.8\n")
+    (fake / "kritarunner").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    row = _release_row("krita", "Krita")
+    assert row.status == WARN and "4.4.8 is not a tested release" in row.detail and "6.0" in row.detail
+
+
+@pytest.mark.parametrize("release", [*KRITA, *GIMP], ids=[r.id for r in (*KRITA, *GIMP)])
+def test_doctor_names_each_tested_release_as_tested(
+    release: EditorRelease, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real editors answer ``--version`` (the chrooted ones through a wrapper on PATH, as a
+    user's own launcher would) and doctor reports each as a tested release."""
+    from touchup.installer.doctor import OK, _release_row
+
+    reason = release.missing_reason()
+    if reason:
+        skip_or_fail(reason)
+    if release.chroot is not None:
+        names = ["kritarunner", "krita"] if release.editor == "krita" else [f"gimp-console-{release.version}"]
+        bin_dir = home / "bin"
+        bin_dir.mkdir()
+        for name in names:
+            argv = " ".join(shlex.quote(a) for a in release.command([name]))
+            (bin_dir / name).write_text(f'#!/bin/sh\nexec {argv} "$@"\n')
+            (bin_dir / name).chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    label = "Krita" if release.editor == "krita" else "GIMP 3"
+    row = _release_row(release.editor, label)
+    assert row.status == OK, row
+    assert row.detail.startswith(release.version + "."), row.detail

@@ -2,9 +2,13 @@
 
 * Logic: a backend's real ``status`` replies become the state a user sees (idle, busy with
   progress, loading); the supervisor, driving a scripted backend, reports the changes.
-* Under Xvfb with a real system tray (trayer) and real ``touchup serve`` children: the icon
-  docks and turns green when the backend is ready, a killed backend is restarted (new pid),
-  the menu's Quit (clicked in the popup) stops the tray and leaves no process behind.
+* Under Xvfb with a real system tray (trayer) and real ``touchup serve`` children, through both
+  of pystray's Linux backends: the plain X one (XEmbed straight into trayer) and AppIndicator
+  (a StatusNotifierItem on a private D-Bus session, shown by Debian's ``snixembed`` host the way
+  GNOME and KDE panels show it; snixembed comes from a Debian sid chroot that
+  ``scripts/setup_tray.sh`` builds). The icon docks and turns green when the backend is ready,
+  a killed backend is restarted (new pid), the menu's Quit (clicked in the popup) stops the tray
+  and leaves no process behind.
 * Without any tray, ``touchup tray`` says so and runs as a plain daemon that still supervises.
 """
 
@@ -19,10 +23,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import free_endpoint, skip_or_fail
+from editor_releases import CHROOTS, chroot_command
 
 from touchup.backend.app.tray import (
     BUSY,
@@ -206,9 +212,89 @@ def _icon_colour(env: dict, window: str) -> tuple[int, int, int]:
     return raw[2], raw[1], raw[0]  # BGRX on little-endian 24-bit visuals
 
 
+@dataclass(frozen=True)
+class TrayBackend:
+    """How a user meets the icon under one pystray backend: which window shows it, which click
+    opens the menu, and what the menu's window is called."""
+
+    name: str  # PYSTRAY_BACKEND
+    icon_search: list[str]  # xdotool search arguments finding the docked icon
+    menu_button: str  # "1" left click, "3" right click
+    menu_class: str  # WM_CLASS of the popup menu
+    quit_from_bottom: int  # pixels from the menu's bottom edge to the middle of "Quit"
+
+
+XORG = TrayBackend("xorg", ["--name", "^Touchup: idle"], "1", "^Menu$", 8)
+# snixembed re-embeds each StatusNotifierItem as an XEmbed icon whose class is the item's id,
+# and opens the item's D-Bus menu as its own GTK menu on a right click.
+APPINDICATOR = TrayBackend("appindicator", ["--class", "^touchup$"], "3", "^Snixembed$", 16)
+SNIXEMBED_CHROOT = CHROOTS / "snixembed"
+
+
+@pytest.fixture
+def status_notifier_host(xdisplay: dict, tmp_path: Path):
+    """A private D-Bus session with snixembed as its StatusNotifierWatcher/host, docking items
+    into the display's trayer. snixembed runs in its chroot with the host's /tmp bind-mounted:
+    the X socket, the bus socket and pystray's icon files all live there."""
+    if os.geteuid() != 0 or not (SNIXEMBED_CHROOT / "usr" / "bin" / "snixembed").exists():
+        skip_or_fail(f"no snixembed chroot at {SNIXEMBED_CHROOT} (scripts/setup_tray.sh builds it, as root)")
+    _need("dbus-daemon", "dbus-send")
+    bus = f"unix:path={tmp_path / 'bus'}"
+    dbus = subprocess.Popen(
+        ["dbus-daemon", "--session", f"--address={bus}", "--nofork", "--nopidfile"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = dict(xdisplay, DBUS_SESSION_BUS_ADDRESS=bus)
+    host = subprocess.Popen(
+        chroot_command(SNIXEMBED_CHROOT, ["snixembed"], [Path("/tmp")]),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        watcher = ["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus", "/"]
+        watcher += ["org.freedesktop.DBus.NameHasOwner", "string:org.kde.StatusNotifierWatcher"]
+        deadline = time.monotonic() + 30
+        while "boolean true" not in subprocess.run(watcher, env=env, capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "snixembed never took the StatusNotifierWatcher name"
+            assert host.poll() is None, "snixembed exited"
+            time.sleep(0.2)
+        yield env
+    finally:
+        os.killpg(host.pid, signal.SIGTERM)
+        host.wait(10)
+        dbus.terminate()
+        dbus.wait(10)
+
+
+@pytest.fixture(params=[XORG, APPINDICATOR], ids=lambda b: b.name)
+def tray_desktop(request: pytest.FixtureRequest, xdisplay: dict) -> tuple[TrayBackend, dict]:
+    backend: TrayBackend = request.param
+    if backend is APPINDICATOR:
+        env = request.getfixturevalue("status_notifier_host")
+        if importlib.util.find_spec("gi") is None:
+            skip_or_fail(
+                "PyGObject is not installed, so pystray has no AppIndicator backend (scripts/setup_tray.sh)"
+            )
+    else:
+        env = xdisplay
+    return backend, dict(env, PYSTRAY_BACKEND=backend.name)
+
+
+def _search(env: dict, *args: str) -> list[str]:
+    return subprocess.run(
+        ["xdotool", "search", *args], env=env, capture_output=True, text=True
+    ).stdout.split()
+
+
 @pytest.mark.slow
-def test_tray_under_xvfb_restarts_killed_backend_and_quits_cleanly(tmp_path: Path, xdisplay: dict) -> None:
-    env = dict(xdisplay, HOME=str(tmp_path / "home"))
+def test_tray_under_xvfb_restarts_killed_backend_and_quits_cleanly(
+    tmp_path: Path, tray_desktop: tuple[TrayBackend, dict]
+) -> None:
+    backend, desktop = tray_desktop
+    env = dict(desktop, HOME=str(tmp_path / "home"))
     endpoint = free_endpoint()
     log = tmp_path / "tray.log"
     tray = subprocess.Popen(
@@ -218,13 +304,18 @@ def test_tray_under_xvfb_restarts_killed_backend_and_quits_cleanly(tmp_path: Pat
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(r"tray icon shown \(pystray\._xorg\)", log)
+        _wait_for(rf"tray icon shown \(pystray\._{backend.name}\)", log)
         first = int(_wait_for(r"started backend pid (\d+)", log).group(1))
         _wait_for(r"state Touchup: idle", log)
-        window = subprocess.run(
-            ["xdotool", "search", "--name", "^Touchup: idle"], env=env, capture_output=True, text=True
-        ).stdout.split()
-        assert window, "no tray icon window titled with the idle state"
+        deadline = time.monotonic() + 20
+        window = _search(env, *backend.icon_search)
+        while not window and time.monotonic() < deadline:
+            time.sleep(0.2)
+            window = _search(env, *backend.icon_search)
+        assert window, f"no docked tray icon ({' '.join(backend.icon_search)})"
+        deadline = time.monotonic() + 10  # the host may draw the new icon a moment later
+        while _icon_colour(env, window[0]) != COLOURS[IDLE] and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert _icon_colour(env, window[0]) == COLOURS[IDLE]
         with Client(endpoint) as c:
             assert c.status()["pid"] == first
@@ -240,17 +331,14 @@ def test_tray_under_xvfb_restarts_killed_backend_and_quits_cleanly(tmp_path: Pat
 
         # Quit from the menu: a click on the icon opens it, "Quit" is its last entry.
         subprocess.run(
-            ["xdotool", "mousemove", "--window", window[0], "5", "5", "click", "1"], env=env, check=True
+            ["xdotool", "mousemove", "--window", window[0], "5", "5", "click", backend.menu_button],
+            env=env,
+            check=True,
         )
         deadline = time.monotonic() + 20
         popup: list[str] = []
         while not popup and time.monotonic() < deadline:
-            popup = subprocess.run(
-                ["xdotool", "search", "--onlyvisible", "--class", "^Menu$"],
-                env=env,
-                capture_output=True,
-                text=True,
-            ).stdout.split()
+            popup = _search(env, "--onlyvisible", "--class", backend.menu_class)
             time.sleep(0.2)
         assert popup, "the tray menu did not open"
         time.sleep(0.5)  # let it map
@@ -258,8 +346,11 @@ def test_tray_under_xvfb_restarts_killed_backend_and_quits_cleanly(tmp_path: Pat
             ["xdotool", "getwindowgeometry", "--shell", popup[-1]], env=env, capture_output=True, text=True
         ).stdout
         g = dict(line.split("=") for line in geo.split())
-        x, y = int(g["X"]) + int(g["WIDTH"]) // 2, int(g["Y"]) + int(g["HEIGHT"]) - 8
-        subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], env=env, check=True)
+        x, y = int(g["X"]) + int(g["WIDTH"]) // 2, int(g["Y"]) + int(g["HEIGHT"]) - backend.quit_from_bottom
+        # Hover first: a GTK menu activates the item under the pointer only once it has seen it.
+        subprocess.run(["xdotool", "mousemove", str(x), str(y)], env=env, check=True)
+        time.sleep(0.3)
+        subprocess.run(["xdotool", "click", "1"], env=env, check=True)
         tray.wait(30)
         assert tray.returncode == 0
         assert "menu: quit" in log.read_text()

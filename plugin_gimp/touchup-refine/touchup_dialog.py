@@ -59,16 +59,22 @@ def _show_reference_thumbnail(dialog) -> None:
     GIMP 3.0's drawable chooser draws its thumbnail only when a drawable is set, which for a
     reference passed in happens before the button has a size: the button then shows a blank
     preview beside its fixed "Browse..." text, as if nothing were chosen. Setting the same
-    drawable again once the chooser is laid out draws it.
+    drawable again once the chooser is laid out draws it. GIMP 3.2 builds the same button as a
+    ``GimpItemChooser`` (``get_item``/``set_item``), with the same behaviour.
     """
     chooser = dialog.get_widget("reference", GObject.TYPE_NONE)
-    if not isinstance(chooser, GimpUi.DrawableChooser):
+    item_chooser = getattr(GimpUi, "ItemChooser", None)  # GIMP 3.2+
+    if item_chooser is not None and isinstance(chooser, item_chooser):
+        get, put = item_chooser.get_item, item_chooser.set_item
+    elif isinstance(chooser, GimpUi.DrawableChooser):
+        get, put = GimpUi.DrawableChooser.get_drawable, GimpUi.DrawableChooser.set_drawable
+    else:
         return
 
     def redraw(widget, _allocation) -> None:
-        drawable = widget.get_drawable()
+        drawable = get(widget)
         if drawable is not None:
-            widget.set_drawable(drawable)
+            put(widget, drawable)
 
     chooser.connect("size-allocate", redraw)
 

@@ -72,6 +72,6 @@ def _controller() -> Any:
 def register() -> None:
     app = Krita.instance()
     app.addExtension(TouchupExtension(app))
-    app.addDockWidgetFactory(
-        DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight, make_docker_class())
-    )
+    # Krita 6's PyQt6 bindings scope the enum (DockPosition.DockRight); Krita 5's do not have to.
+    positions = getattr(DockWidgetFactoryBase, "DockPosition", DockWidgetFactoryBase)
+    app.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, positions.DockRight, make_docker_class()))

@@ -1,7 +1,7 @@
-"""Host side of the GIMP tests: find the trixie chroot, install the plug-in, run GIMP in batch.
+"""Host side of the GIMP tests: find a GIMP chroot, install the plug-in, run GIMP in batch.
 
-GIMP 3 is not packaged for the host's Debian release, so ``scripts/setup_gimp.sh`` builds a
-Debian trixie chroot with it. The chroot shares the host's network namespace, so GIMP inside
+GIMP 3 is not packaged for the host's Debian release, so ``scripts/setup_gimp.sh`` builds
+Debian chroots with it: trixie for GIMP 3.0, sid for GIMP 3.2 (``editor_releases.GIMP``). The chroot shares the host's network namespace, so GIMP inside
 it reaches a backend on the host's loopback. Each test session gets an isolated GIMP profile
 (``GIMP3_DIRECTORY``) with the plug-in installed the way the installer lays it out: the
 plug-in folder, and a copy of ``shared/`` as ``lib/touchup/shared`` beside the script.
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import zmq
 from conftest import skip_or_fail
+from editor_releases import GIMP, EditorRelease, chroot_command
 
 from touchup.shared.protocol import Kind, decode
 
@@ -31,8 +32,14 @@ DRIVER = Path(__file__).with_name("gimp_driver.py")
 DIALOG_DRIVER = Path(__file__).with_name("gimp_dialog_driver.py")
 
 
-def chroot_root() -> Path:
-    return Path(os.environ.get("TOUCHUP_GIMP_CHROOT") or REPO / ".cache" / "gimp" / "trixie")
+def gimp_binaries(root: Path) -> tuple[str, str] | None:
+    """(console binary, GUI binary) of the GIMP in ``root`` -- named for its release
+    (``gimp-console-3.0``, ``gimp-console-3.2``) -- or None when there is none."""
+    consoles = sorted((root / "usr" / "bin").glob("gimp-console-3.*"))
+    if not consoles:
+        return None
+    suffix = consoles[-1].name.removeprefix("gimp-console-")
+    return consoles[-1].name, f"gimp-{suffix}"
 
 
 class GimpChroot:
@@ -42,8 +49,10 @@ class GimpChroot:
     leave that to ``touchup install``).
     """
 
-    def __init__(self, root: Path, install: bool = True) -> None:
+    def __init__(self, root: Path, install: bool = True, release: EditorRelease = GIMP[0]) -> None:
         self.root = root
+        self.release = release
+        self.console, self.gui = gimp_binaries(root) or ("gimp-console-3.0", "gimp-3.0")
         self.inner = Path("/root/touchup-tests") / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.host = root / self.inner.relative_to("/")
         self.profile = self.inner / "profile"
@@ -98,11 +107,13 @@ class GimpChroot:
         if gui:
             (host / "fb").mkdir(exist_ok=True)
             screen = f"-screen 0 1280x900x24 -fbdir {inner / 'fb'}"
-            cmd = [*env, "xvfb-run", "-a", "-s", screen, "gimp-3.0", *gimp]
+            cmd = [*env, "xvfb-run", "-a", "-s", screen, self.gui, *gimp]
         else:
-            cmd = [*env, "gimp-console-3.0", "-i", *gimp]
+            cmd = [*env, self.console, "-i", *gimp]
+        # With /proc and /dev mounted (chroot_command): GIMP 3.2's image loaders (glycin) start
+        # sandboxed helper processes that fail without them, and GTK aborts on a missing icon.
         proc = subprocess.run(
-            ["chroot", str(self.root), *cmd],
+            chroot_command(self.root, cmd),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -133,14 +144,26 @@ class GimpChroot:
             shutil.rmtree(self.host, ignore_errors=True)
 
 
-def open_gimp(install: bool = True) -> GimpChroot:
-    """The session's GIMP, or skip (fail in CI) when the chroot or root rights are missing."""
-    root = chroot_root()
-    if not (root / "usr" / "bin" / "gimp-console-3.0").exists():
-        skip_or_fail(f"no GIMP 3 chroot at {root}; run scripts/setup_gimp.sh")
+def open_gimp(install: bool = True, release: EditorRelease = GIMP[0]) -> GimpChroot:
+    """The session's GIMP, or skip (fail in CI) when the chroot or root rights are missing.
+    A GIMP whose Python cannot load GObject introspection for GIMP fails here, loudly."""
+    root = release.chroot
+    assert root is not None
+    if gimp_binaries(root) is None:
+        skip_or_fail(f"no {release.id} chroot at {root}; run scripts/setup_gimp.sh")
     if os.geteuid() != 0:
-        skip_or_fail("the GIMP tests need root to enter the GIMP 3 chroot")
-    return GimpChroot(root, install)
+        skip_or_fail(f"the GIMP tests need root to enter the {release.id} chroot")
+    probe = subprocess.run(
+        ["chroot", str(root), "python3", "-c", "import zmq, msgpack, gi; gi.require_version('Gimp', '3.0')"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        skip_or_fail(
+            f"{release.id}: GIMP's Python cannot import zmq, msgpack and GObject introspection:\n{probe.stderr[-800:]}"
+        )
+    return GimpChroot(root, install, release)
 
 
 class RecordingProxy:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from editor_releases import GIMP
 from gimp_harness import DIALOG_DRIVER, GimpChroot, RecordingProxy, open_gimp, read_xwd
 from PIL import Image
 from test_gimp_plugin import SELECTION, H, W, damaged, textured, to_dtype
@@ -19,9 +20,9 @@ from test_gimp_plugin import SELECTION, H, W, damaged, textured, to_dtype
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def gimp() -> GimpChroot:
-    g = open_gimp()
+@pytest.fixture(scope="module", params=GIMP, ids=[r.id for r in GIMP])
+def gimp(request: pytest.FixtureRequest) -> GimpChroot:
+    g = open_gimp(release=request.param)
     yield g
     g.cleanup()
 

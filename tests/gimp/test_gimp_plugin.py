@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import TESTS, curve_backend, free_endpoint
+from editor_releases import GIMP
 from gimp_harness import GimpChroot, open_gimp
 
 from touchup.shared.client import Client, refine_request
@@ -83,9 +84,9 @@ def load(host: Path, name: str, size: tuple[int, int], channels: int, dtype: str
     return data.reshape(size[1], size[0], channels)
 
 
-@pytest.fixture(scope="module")
-def gimp() -> GimpChroot:
-    g = open_gimp()
+@pytest.fixture(scope="module", params=GIMP, ids=[r.id for r in GIMP])
+def gimp(request: pytest.FixtureRequest) -> GimpChroot:
+    g = open_gimp(release=request.param)
     yield g
     g.cleanup()
 

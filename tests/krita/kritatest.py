@@ -4,6 +4,9 @@ The plugin runs in Krita's own Python, not the test venv, so the tests stage wha
 would place beside it -- ``touchup/shared`` -- and put it on ``PYTHONPATH`` together with the
 plugin package and the in-Krita check scripts. ``kritarunner`` always exits 0, so every script
 writes a JSON result file that the tests read; a missing file is a failure.
+
+Every Krita release in :data:`editor_releases.KRITA` runs the same checks: the host's own Krita
+directly, the newer ones in their Debian chroots (see ``editor_releases``).
 """
 
 from __future__ import annotations
@@ -16,20 +19,26 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from editor_releases import KRITA, EditorRelease
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = REPO / "plugin_krita"
 
 
-def krita_missing_reason() -> str | None:
-    """Why Krita tests cannot run here, or None when they can."""
-    if shutil.which("kritarunner") is None or shutil.which("krita") is None:
-        return "Krita is not installed (scripts/setup_krita.sh installs it)"
-    probe = subprocess.run(
-        ["/usr/bin/python3", "-c", "import zmq, msgpack"], capture_output=True, text=True, check=False
-    )
+def krita_missing_reason(release: EditorRelease = KRITA[0]) -> str | None:
+    """Why this Krita cannot run here, or None when it can. A Krita whose Python lacks the Qt
+    binding it embeds (PyQt6 for Krita 6) is reported here, so the tests fail loudly instead of
+    every check failing with an import error deep inside Krita."""
+    reason = release.missing_reason()
+    if reason:
+        return reason
+    if not release.path("/usr/bin/kritarunner").exists():
+        return f"{release.id}: kritarunner is missing (scripts/setup_krita.sh installs it)"
+    qt = "PyQt6" if release.version.startswith("6") else "PyQt5"
+    probe = release.python(f"import zmq, msgpack, {qt}.QtWidgets")
     if probe.returncode != 0:
-        return "Krita's Python lacks pyzmq/msgpack (apt-get install python3-zmq python3-msgpack)"
+        return f"{release.id}: Krita's Python cannot import zmq, msgpack and {qt}:\n{probe.stderr[-800:]}"
     return None
 
 
@@ -65,12 +74,20 @@ def krita_env(home: Path, lib: Path, **extra: str) -> dict[str, str]:
 
 
 def run_kritarunner(
-    module: str, function: str, env: dict[str, str], log: Path, timeout: float = 240
+    module: str,
+    function: str,
+    env: dict[str, str],
+    log: Path,
+    timeout: float = 240,
+    release: EditorRelease = KRITA[0],
+    binds: tuple[Path, ...] = (),
 ) -> subprocess.CompletedProcess:
+    """``kritarunner -s module -f function`` offscreen in ``release``; ``binds``: host folders
+    (results, HOME) the chrooted Krita must see at the same paths."""
     env = dict(env, QT_QPA_PLATFORM="offscreen")
     with log.open("w") as fh:
         return subprocess.run(
-            ["kritarunner", "-s", module, "-f", function],
+            release.command(["kritarunner", "-s", module, "-f", function], list(binds)),
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,

@@ -98,7 +98,14 @@ class Tray:
             self.supervisor.start()
             log.info("tray icon shown (%s)", pystray.Icon.__module__)
 
-        self.icon.run(setup)
+        try:
+            self.icon.run(setup)
+        except Exception as exc:
+            # pystray's AppIndicator backend hides its notification over D-Bus while closing and
+            # raises where the desktop runs no notification service; the icon is gone by then.
+            if not self.done.is_set():
+                raise
+            log.warning("tray icon closed with an error: %s", exc)
         self.quit()
         self._wait_stopped()
         return 0

@@ -199,7 +199,12 @@ class Driver(Extension):
         doc = state["doc"]
         content = state["content"]
         doc.setActiveNode(doc.nodeByName("Background"))
-        pump_until(lambda: False, 0.3)
+
+        # The view applies it asynchronously (Krita 5.2 under load took longer than a fixed pause).
+        def active() -> str | None:
+            return doc.activeNode().name() if doc.activeNode() else None
+
+        assert pump_until(lambda: active() == "Background", 10), f"the active layer stays {active()}"
         content.form.source.setCurrentIndex(content.form.source.findData("layer"))
         content.refine_button.click()
         assert pump_until(lambda: len(layer_names(doc)) == 4 and not content.ctl.queue.active(), 60), (
