@@ -1,7 +1,7 @@
-"""Jobs and the FIFO queue that the single worker drains.
+"""Jobs and the FIFO queue that the worker threads drain.
 
-One worker owns the engine (and the GPU), so jobs from every client queue here in arrival
-order. The queue is shared between the network thread (which adds and cancels jobs) and the
+One worker per executor slot (one for a local engine, one per replica of a pool), so jobs
+from every client queue here in arrival order. The queue is shared between the network thread (which adds and cancels jobs) and the
 worker (which takes them), hence the lock.
 """
 
@@ -58,12 +58,12 @@ class Job:
 
 
 class JobQueue:
-    """FIFO of waiting jobs plus the one running job."""
+    """FIFO of waiting jobs plus the running ones (one per worker)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._waiting: deque[Job] = deque()
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._cond = threading.Condition()
         self.completed = 0
 
@@ -74,7 +74,7 @@ class JobQueue:
                 raise OverflowError(f"the queue is full ({self.limit} jobs waiting)")
             self._waiting.append(job)
             self._cond.notify()
-            return len(self._waiting) - 1 + (1 if self._running else 0)
+            return len(self._waiting) - 1 + len(self._running)
 
     def take(self, timeout: float) -> Job | None:
         """The next job (now running), or None after ``timeout`` seconds without one."""
@@ -83,20 +83,19 @@ class JobQueue:
                 self._cond.wait(timeout)
             if not self._waiting:
                 return None
-            self._running = self._waiting.popleft()
-            return self._running
+            job = self._waiting.popleft()
+            self._running.append(job)
+            return job
 
     def done(self, job: Job) -> None:
         with self._cond:
-            if self._running is job:
-                self._running = None
+            if job in self._running:
+                self._running.remove(job)
             self.completed += 1
 
     def find(self, job_id: str) -> Job | None:
         with self._cond:
-            if self._running and self._running.job_id == job_id:
-                return self._running
-            return next((j for j in self._waiting if j.job_id == job_id), None)
+            return next((j for j in [*self._running, *self._waiting] if j.job_id == job_id), None)
 
     def remove_waiting(self, job: Job) -> bool:
         """Take a queued job out before it runs; False if it already started."""
@@ -112,12 +111,14 @@ class JobQueue:
 
     def jobs_of_all(self) -> list[Job]:
         with self._cond:
-            return ([self._running] if self._running else []) + list(self._waiting)
+            return [*self._running, *self._waiting]
 
     def snapshot(self) -> dict[str, Any]:
         with self._cond:
             return {
-                "running": self._running.summary() if self._running else None,
+                # The oldest running job (as before a pool existed), then all of them.
+                "running": self._running[0].summary() if self._running else None,
+                "running_all": [j.summary() for j in self._running],
                 "waiting": [j.summary() for j in self._waiting],
                 "completed": self.completed,
             }

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -40,6 +40,9 @@ from .jobs import Job, JobQueue
 from .validate import parse_refine
 from .worker import Worker
 
+if TYPE_CHECKING:
+    from .cluster.executor import Executor
+
 log = logging.getLogger("touchup.server")
 
 OUTBOX = "inproc://touchup-worker-outbox"
@@ -56,7 +59,8 @@ class Server:
         self.config = config
         self.ctx = zmq.Context()
         self.queue = JobQueue(config.max_queue)
-        self.worker = Worker(config, self.queue, self.ctx, OUTBOX)
+        self.executor = make_executor(config)
+        self.workers: list[Worker] = []
         self._stop = threading.Event()
         self.started = time.monotonic()
         self.capabilities: dict[str, Any] = {}
@@ -80,7 +84,18 @@ class Server:
         outbox = self.ctx.socket(zmq.PULL)
         outbox.bind(OUTBOX)
         self.capabilities = self._describe_engines()
-        self.worker.start()
+        try:
+            self.executor.start()
+        except Exception:
+            router.close(0)
+            outbox.close(0)
+            raise
+        self.workers = [
+            Worker(self.config, self.queue, self.ctx, OUTBOX, self.executor, i)
+            for i in range(self.executor.slots)
+        ]
+        for worker in self.workers:
+            worker.start()
         self._install_signal_handlers()
         log.info("touchup %s listening on %s", __version__, self.config.endpoint)
         self.ready.set()
@@ -98,8 +113,11 @@ class Server:
             log.info("shutting down")
             for job in self.queue.jobs_of_all():
                 job.cancel_event.set()
-            self.worker.stop()
-            self.worker.join(timeout=10)
+            for worker in self.workers:
+                worker.stop()
+            for worker in self.workers:
+                worker.join(timeout=10)
+            self.executor.close()
             router.close(0)
             outbox.close(0)
             self.ctx.term()
@@ -202,7 +220,7 @@ class Server:
         elif kind == Kind.CANCEL:
             self._cancel(peer, msg, reply)
         elif kind == Kind.UNLOAD:
-            self.worker.request_unload()
+            self.executor.request_unload()
             reply(make_header(Kind.UNLOAD, ok=True))
         elif kind == Kind.SHUTDOWN:
             if not _is_local(parts[0], self.config.endpoint):
@@ -229,7 +247,7 @@ class Server:
             endpoint=self.config.endpoint,
             uptime_s=round(time.monotonic() - self.started, 1),
             pid=os.getpid(),
-            worker=self.worker.status(),
+            worker=self.executor.status(),
             queue=self.queue.snapshot(),
             device=self.capabilities.get("device"),
             memory=device_info().get("memory"),
@@ -261,6 +279,18 @@ class Server:
             # Never started: answer now, on the refine's id so the waiting client sees it.
             reply(make_header(Kind.CANCELLED, id=job.request_id, job=job.job_id))
         # A running job stops at its next step; the worker then sends ``cancelled``.
+
+
+def make_executor(config: Config) -> Executor:
+    """Jobs run in this process, or -- with ``cluster`` set -- on a Ray Serve pool (Ray is
+    imported only then, so a plain backend never pays for it)."""
+    if config.cluster:
+        from .cluster.ray_executor import RayExecutor
+
+        return RayExecutor(config)
+    from .cluster.executor import LocalExecutor
+
+    return LocalExecutor(config.engine_options, config.idle_unload_s)
 
 
 def resolve_default_engine(config: Config) -> str:

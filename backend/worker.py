@@ -1,9 +1,9 @@
-"""The worker thread: the only code that touches an engine (and therefore the GPU).
+"""Worker threads: take jobs from the queue, run them through the executor, report back.
 
-It takes jobs from the queue in order, keeps one engine loaded between jobs (switching unloads
-the previous one first), unloads after an idle period, and reports everything back to the
-network thread through an in-process ZeroMQ socket, because ZeroMQ sockets must not be shared
-between threads.
+The executor (see ``cluster.executor``) owns the engines: one in this process, or a pool of
+Ray Serve replicas. A worker turns what the executor reports into protocol messages and sends
+them to the network thread through an in-process ZeroMQ socket, because ZeroMQ sockets must
+not be shared between threads.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import numpy as np
 import zmq
 
 from ..shared.protocol import ErrorCode, Kind, encode, error_header, make_header
+from .cluster.executor import Executor
 from .config import Config
-from .engines import create_engine
-from .engines.base import Engine
 from .errors import Cancelled, TouchupError
 from .imaging import NUMPY_DTYPES, array_to_frame, from_float, to_float
 from .jobs import Job, JobQueue
-from .refine import run_refine
 
 log = logging.getLogger("touchup.worker")
 
@@ -34,40 +32,32 @@ PREVIEW_SIDE = 256
 
 
 class Worker(threading.Thread):
-    def __init__(self, config: Config, queue: JobQueue, zctx: zmq.Context, outbox: str) -> None:
-        super().__init__(name="touchup-worker", daemon=True)
+    """Takes jobs from the queue one at a time and runs each through the shared executor.
+
+    The server starts ``executor.slots`` of these: one for a local engine, one per replica
+    slot for a pool.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        queue: JobQueue,
+        zctx: zmq.Context,
+        outbox: str,
+        executor: Executor,
+        index: int = 0,
+    ) -> None:
+        super().__init__(name=f"touchup-worker-{index}", daemon=True)
         self.config = config
         self.queue = queue
+        self.executor = executor
         self._zctx = zctx
         self._outbox_addr = outbox
         self._stopping = threading.Event()
-        self._unload_requested = threading.Event()
-        self.engine: Engine | None = None
-        self.engine_name: str | None = None
-        self.engine_preset: str | None = None
-        self.last_job_end = time.monotonic()
-        self.state = "idle"
 
     def stop(self) -> None:
         self._stopping.set()
         self.queue.wake()
-
-    def request_unload(self) -> None:
-        self._unload_requested.set()
-        self.queue.wake()
-
-    def status(self) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "state": self.state,
-            "engine": self.engine_name,
-            "preset": self.engine_preset,
-        }
-        if self.engine is not None:
-            try:
-                info["engine_status"] = self.engine.status()
-            except Exception as exc:  # status must never fail
-                info["engine_status"] = {"error": str(exc)}
-        return info
 
     # -- thread body -------------------------------------------------------------------------
     def run(self) -> None:
@@ -77,50 +67,18 @@ class Worker(threading.Thread):
         try:
             while not self._stopping.is_set():
                 job = self.queue.take(timeout=0.5)
-                if self._unload_requested.is_set():
-                    self._unload_requested.clear()
-                    self._unload()
                 if job is None:
-                    self._maybe_idle_unload()
+                    self.executor.tick()
                     continue
                 final: tuple[dict[str, Any], list] | None = None
                 try:
                     final = self._run_job(job, out)
                 finally:
                     self.queue.done(job)
-                    self.last_job_end = time.monotonic()
-                    self.state = "idle"
                 if final is not None:
                     out.send_multipart(self._parts(job, *final), copy=False)
         finally:
-            self._unload()
             out.close(0)
-
-    def _maybe_idle_unload(self) -> None:
-        limit = self.config.idle_unload_s
-        if self.engine is not None and limit and time.monotonic() - self.last_job_end > limit:
-            log.info("unloading %s after %.0f s idle", self.engine_name, limit)
-            self._unload()
-
-    def _unload(self) -> None:
-        if self.engine is not None:
-            try:
-                self.engine.unload()
-            except Exception:
-                log.exception("unloading %s failed", self.engine_name)
-            self.engine = None
-            self.engine_name = self.engine_preset = None
-
-    def _engine_for(self, job: Job) -> Engine:
-        if self.engine_name != job.engine:
-            self._unload()
-            self.engine = create_engine(job.engine, self.config.engine_options(job.engine))
-            self.engine_name = job.engine
-        assert self.engine is not None
-        self.state = "loading"
-        self.engine.load(job.preset)
-        self.engine_preset = job.preset or self.engine.preset(None).name
-        return self.engine
 
     def _run_job(self, job: Job, out: zmq.Socket) -> tuple[dict[str, Any], list]:
         """Run ``job``, streaming progress; returns the final message (result, error or
@@ -132,7 +90,6 @@ class Worker(threading.Thread):
 
         if job.cancelled:
             return make_header(Kind.CANCELLED), []
-        self.state = "busy"
         last_sent: list[tuple] = [()]
 
         def on_progress(stage: str, step: int, total: int, preview: np.ndarray | None = None) -> None:
@@ -147,11 +104,7 @@ class Worker(threading.Thread):
 
         started = time.perf_counter()
         try:
-            if self.engine_name != job.engine or self.engine_preset != (job.preset or self.engine_preset):
-                on_progress("loading", 0, 1)  # loading weights can take minutes: say so
-            engine = self._engine_for(job)
-            self.state = "busy"
-            outcome = run_refine(job.work, engine, on_progress, lambda: job.cancelled)
+            outcome = self.executor.run(job.work, job.engine, job.preset, on_progress, lambda: job.cancelled)
         except Cancelled:
             log.info("job %s cancelled", job.job_id)
             return make_header(Kind.CANCELLED), []
@@ -183,7 +136,7 @@ class Worker(threading.Thread):
         ]
         meta["timings"] = {k: round(v, 4) for k, v in outcome.timings.items()}
         meta["engine"] = job.engine
-        meta["preset"] = self.engine_preset
+        meta["preset"] = outcome.meta.get("preset", job.preset)
         meta["seconds"] = round(time.perf_counter() - started, 4)
         log.info("job %s done in %.2f s", job.job_id, meta["seconds"])
         return (

@@ -67,6 +67,8 @@ class ErrorCode:
     UNKNOWN_JOB = "unknown_job"
     FORBIDDEN = "forbidden"  # e.g. shutdown from a non-loopback peer
     ENGINE_FAILED = "engine_failed"  # anything else that went wrong inside an engine
+    REPLICA_LOST = "replica_lost"  # a pool replica died mid-job, and again on the retry
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"  # the Ray cluster behind the front is unreachable
     INTERNAL = "internal"
     # Client-side only (never sent by the backend):
     UNREACHABLE = "unreachable"

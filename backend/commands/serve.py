@@ -31,6 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ENGINE.KEY=VALUE",
         help="an engine option, as in the config's [engines.ENGINE] table (repeatable), e.g. qwen-edit.memory_policy=model_offload",
     )
+    pool = p.add_argument_group("scale-out (needs the 'cluster' extra: pip install 'touchup[cluster]')")
+    pool.add_argument(
+        "--cluster",
+        metavar="local|ADDRESS",
+        help="run jobs on a Ray Serve pool: 'local' starts Ray on this machine, ADDRESS joins a running "
+        "Ray cluster (e.g. 10.0.0.5:6379); see docs/cluster.md",
+    )
+    size = pool.add_mutually_exclusive_group()
+    size.add_argument("--replicas", type=int, help="engine replicas in the pool (default 1; one GPU each)")
+    size.add_argument("--autoscale", metavar="MIN:MAX", help="let the pool grow and shrink between MIN and MAX")
     p.set_defaults(func=run)
 
 
@@ -53,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
                 "max_queue": args.max_queue,
                 "idle_unload_s": args.idle_unload_s,
                 "models_dir": args.models_dir,
+                "cluster": args.cluster,
+                "replicas": args.replicas,
+                "autoscale": args.autoscale,
             },
         )
+        if (config.autoscale or args.replicas) and not config.cluster:
+            raise ValueError("--replicas and --autoscale need --cluster local|ADDRESS")
         for option in args.engine_option:
             engine, key, value = parse_engine_option(option)
             config.engines.setdefault(engine, {})[key] = value
