@@ -30,7 +30,7 @@ from ..engines import ENGINES, engine_class
 from ..errors import BadInput, Cancelled, EngineError, TouchupError
 from .events import Failed, Finished, Progress, WasCancelled
 from .executor import Executor
-from .pool import APP_NAME, BOARD_NAME, NAMESPACE, ENGINE_DEPLOYMENT, AffinityRouter, PoolBoard, model_key
+from .pool import APP_NAME, BOARD_NAME, ENGINE_DEPLOYMENT, NAMESPACE, AffinityRouter, PoolBoard, model_key
 from .shipping import ShippedJob, trim, unpack_outcome
 
 log = logging.getLogger("touchup.cluster")

@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     size = pool.add_mutually_exclusive_group()
     size.add_argument("--replicas", type=int, help="engine replicas in the pool (default 1; one GPU each)")
-    size.add_argument("--autoscale", metavar="MIN:MAX", help="let the pool grow and shrink between MIN and MAX")
+    size.add_argument(
+        "--autoscale", metavar="MIN:MAX", help="let the pool grow and shrink between MIN and MAX"
+    )
     p.set_defaults(func=run)
 
 
