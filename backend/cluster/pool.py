@@ -78,10 +78,15 @@ class PoolBoard:
 
 
 class AffinityRouter(FIFOMixin, MultiplexMixin, RequestRouter):
-    """Keeps presets resident: free holder first, then an empty replica, then (late) any."""
+    """Keeps presets resident: free holder first, then an empty replica, then (late) any.
+
+    When a replica must swap its model, the one used longest ago is taken first, so the
+    presets in current use stay where they are.
+    """
 
     def initialize_state(self, affinity_wait_s: float = 20.0, **_: Any) -> None:
         self.affinity_wait_s = float(affinity_wait_s)
+        self._last_used: dict[Any, float] = {}
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -95,10 +100,14 @@ class AffinityRouter(FIFOMixin, MultiplexMixin, RequestRouter):
         # every rank is busy the router backs off and asks again.
         pending_request.routing_context.should_backoff = True
         waited = time.time() - pending_request.created_at
-        if waited < self.affinity_wait_s and (holders or empty):
+        if holders and waited < self.affinity_wait_s:
             return [holders, empty]
         others = [r for r in candidate_replicas if r not in holders and r not in empty]
-        return [holders, empty, others]
+        others.sort(key=lambda r: self._last_used.get(r.replica_id, 0.0))
+        return [holders, empty, *([r] for r in others)]
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: Any, result: Any) -> None:
+        self._last_used[replica_id] = time.time()
 
 
 class _Resident:

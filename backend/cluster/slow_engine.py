@@ -3,7 +3,7 @@
 Its time is spent sleeping, not computing, so throughput measured with it shows what the
 pool's scheduling achieves even on a machine with few cores. Loading a preset costs time and is
 counted, so a test can tell whether a job caused a reload. It changes the pixels it is given
-(inverts them), so a result that never went through it is noticed.
+(inverts the selection), so a result that never went through it is noticed.
 
 It is not in the engine table: tests and ``touchup bench cluster`` register it with
 :func:`register_slow_engine` (front) and the ``extra_engines`` option of the pool (replicas).
@@ -77,8 +77,11 @@ class SlowEngine(Engine):
                 raise Cancelled()
             time.sleep(step_s)
             on_progress("denoise", step, steps, None)
+        # Invert inside the selection only: outside pixels stay, as paste-back's drift estimate
+        # expects of an engine.
+        out = np.where(mask[:, :, None] > 0, 1.0 - crop, crop).astype(np.float32)
         return EngineOutput(
-            1.0 - crop,
+            out,
             {"preset": self.loaded, "loads": self.loads, "pid": os.getpid(), "steps": steps},
         )
 
