@@ -24,8 +24,9 @@ class Progress:
 
 @dataclass
 class Finished:
-    outcome: ShippedOutcome
+    outcomes: list[ShippedOutcome]  # one per shipped part
     replica: str
+    loads: int  # presets this replica has loaded so far (affinity shows as no change)
     seconds: float
 
 

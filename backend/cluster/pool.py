@@ -35,7 +35,7 @@ from ..engines import ENGINES
 from ..errors import Cancelled, TouchupError
 from .events import Failed, Finished, Progress, WasCancelled
 from .executor import LocalExecutor
-from .shipping import ShippedJob, pack_outcome
+from .shipping import ShippedJob, run_parts
 
 log = logging.getLogger("touchup.cluster")
 
@@ -197,10 +197,11 @@ class EngineReplica:
             self._report()
 
     def _run_blocking(self, shipped: ShippedJob, on_progress, is_cancelled):
+        def run(work, report):
+            return self._executor.run(work, shipped.engine, shipped.preset, report, is_cancelled)
+
         try:
-            outcome = self._executor.run(
-                shipped.work, shipped.engine, shipped.preset, on_progress, is_cancelled
-            )
+            outcomes = run_parts(shipped.parts, run, on_progress)
         except Cancelled:
             return WasCancelled()
         except TouchupError as exc:
@@ -213,9 +214,7 @@ class EngineReplica:
             log.exception("job crashed on replica %s", self.replica)
             return Failed(ErrorCode.ENGINE_FAILED, f"the engine failed: {exc}", traceback.format_exc(limit=5))
         self.jobs += 1
-        outcome.meta["replica"] = self.replica
-        outcome.meta["replica_loads"] = self.loads
-        return Finished(pack_outcome(outcome), self.replica, 0.0)
+        return Finished(outcomes, self.replica, self.loads, 0.0)
 
     def check_health(self) -> None:
         """Serve calls this every few seconds; raising marks the replica unhealthy (restarted)."""

@@ -1,7 +1,7 @@
 """The front's executor for ``touchup serve --cluster``: jobs run on a Ray Serve pool.
 
 The front (ZeroMQ endpoint, validation, queue) is unchanged; each worker thread hands its job
-here. The job's tile is trimmed to its focus regions, sent to the deployment with the job's
+here. The job's tile is cut to its focus regions, sent to the deployment with the job's
 ``engine/preset`` as Serve's multiplexed model id (the affinity router picks the replica),
 and the replica's events are streamed back as they come. Cancel cancels the Serve request,
 which reaches the replica and stops its engine at the next check.
@@ -31,7 +31,7 @@ from ..errors import BadInput, Cancelled, EngineError, TouchupError
 from .events import Failed, Finished, Progress, WasCancelled
 from .executor import Executor
 from .pool import APP_NAME, BOARD_NAME, ENGINE_DEPLOYMENT, NAMESPACE, AffinityRouter, PoolBoard, model_key
-from .shipping import ShippedJob, trim, unpack_outcome
+from .shipping import ShippedJob, cut, unpack_outcome
 
 log = logging.getLogger("touchup.cluster")
 
@@ -137,8 +137,7 @@ class RayExecutor(Executor):
             spec = self._engine(engine).preset(preset)
         except KeyError:
             raise BadInput(f"engine {engine!r} has no preset {preset!r}", ErrorCode.UNKNOWN_PRESET) from None
-        shipped_work, box = trim(work, spec.working)
-        shipped = ShippedJob(shipped_work, engine, preset, (box.x, box.y))
+        shipped = ShippedJob(cut(work, spec.working), engine, preset)
         key = model_key(engine, spec.name)
         with self._lock:
             self._running += 1
@@ -179,8 +178,11 @@ class RayExecutor(Executor):
                 if isinstance(event, Progress):
                     on_progress(event.stage, event.step, event.total, event.preview)
                 elif isinstance(event, Finished):
-                    outcome = unpack_outcome(event.outcome, source, shipped.offset)
+                    outcome = unpack_outcome(event.outcomes, shipped.parts, source)
                     outcome.timings["replica"] = event.seconds
+                    outcome.meta["replica"] = event.replica
+                    outcome.meta["replica_loads"] = event.loads
+                    outcome.meta["shipped_bytes"] = shipped.nbytes()
                     return outcome
                 elif isinstance(event, Failed):
                     raise TouchupError(event.message, event.code, event.detail)

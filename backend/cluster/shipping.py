@@ -1,19 +1,22 @@
-"""What travels between the front and a replica, and how it is made small.
+"""What travels between the front and a replica, and how it is kept small.
 
 Focus-and-Refine's crop, upsampling and paste-back run on the replica, next to the engine: the
 upsampled float32 crops an engine works on are many times larger than the pixels they come
-from (a 200x200 selection becomes ~1 MP of float32 RGB, 12 MB, for a 1 MP model), so shipping
-those would be the most expensive choice. The front ships the tile *trimmed to the focus
-regions* -- the pixels the job can read, in their own dtype -- and the replica ships back only
-the bounding box of the new layer. Measured by ``touchup bench cluster`` (see docs/cluster.md).
+from (a 64x64 selection with its context becomes ~0.6 MP of float32 for the classic engine,
+~1 MP for a diffusion model: 7-12 MB instead of ~0.1 MB), so shipping those would be the most
+expensive choice. The front ships, per focus region, the tile cut to that region -- the only
+pixels the engine can read, in their own dtype -- and the replica ships back only the
+bounding box of each new layer part. ``touchup bench cluster`` prints the byte counts.
 
-Running the pipeline on the trimmed tile gives the same pixels as on the whole tile: the
-regions are planned with the same margin (the document size is kept), and each region's crop
-lies inside the trimmed tile, so clamping to it changes nothing.
+Running the pipeline on each region's cut gives the same pixels as on the whole tile: the
+document size (which scales the margin) is kept, each region's islands and their grown boxes
+lie inside its cut, so planning there finds the same region. Selections of very many islands
+(where planning groups islands approximately) are shipped as one cut around all regions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,30 +25,39 @@ import numpy as np
 
 from ...shared.geometry import Rect, scaled_margin
 from ..engines.base import WorkingSize
-from ..focus import plan_regions
+from ..focus import _PREGROUP_ISLANDS, find_islands, plan_regions
 from ..pasteback import new_layer
-from ..refine import RefineJob, RefineOutcome
+from ..refine import ProgressFn, RefineJob, RefineOutcome
+
+
+@dataclass
+class ShippedPart:
+    """A cut of the client's tile (a job of its own) and where it lies in that tile."""
+
+    work: RefineJob
+    offset: tuple[int, int] = (0, 0)
 
 
 @dataclass
 class ShippedJob:
-    """A job as sent to a replica: the trimmed tile and where it lies in the client's tile."""
+    """A job as sent to a replica: one part per focus region (or one for the whole tile)."""
 
-    work: RefineJob
+    parts: list[ShippedPart]
     engine: str
     preset: str | None
-    offset: tuple[int, int] = (0, 0)
 
     def nbytes(self) -> int:
-        w = self.work
-        return int(w.source.nbytes + w.mask.nbytes + sum(r.nbytes for r in w.references))
+        return sum(
+            int(p.work.source.nbytes + p.work.mask.nbytes + sum(r.nbytes for r in p.work.references))
+            for p in self.parts
+        )
 
 
 @dataclass
 class ShippedOutcome:
-    """A replica's result: the new layer and the composite, cut to the layer's bounding box.
+    """A replica's result per part: the new layer and the composite cut to the layer's box.
 
-    ``box`` is that bounding box in the coordinates of the tile the replica received.
+    ``box`` is that bounding box in the part's coordinates.
     """
 
     layer: np.ndarray
@@ -59,82 +71,118 @@ class ShippedOutcome:
         return int(self.layer.nbytes + self.composite.nbytes)
 
 
-def trim(work: RefineJob, working: WorkingSize) -> tuple[RefineJob, Rect]:
-    """``work`` cut to the union of its focus regions, and that union in tile coordinates.
+def cut(work: RefineJob, working: WorkingSize) -> list[ShippedPart]:
+    """``work`` as parts: the tile cut to each focus region (see the module's docstring).
 
-    Returns the job unchanged (and the whole tile) when it cannot be planned here -- an empty
-    selection, odd shapes: the replica's pipeline then reports the problem as it would locally.
+    Returns the whole job as one part when it cannot be planned here -- an empty selection,
+    odd shapes: the replica's pipeline then reports the problem exactly as it would locally.
     """
     src, mask = work.source, work.mask
     h, w = src.shape[:2]
-    whole = Rect(0, 0, w, h)
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if src.ndim not in (2, 3) or mask.shape != (h, w):
-        return work, whole
+        return [ShippedPart(work)]
     doc_size = work.doc_size or (w, h)
     margin = scaled_margin(work.params.context, *doc_size)
     try:
         regions = plan_regions(mask, margin, working)
     except Exception:
-        return work, whole
+        return [ShippedPart(work)]
     if not regions:
-        return work, whole
-    box = regions[0].rect
-    for region in regions[1:]:
-        box = box.union(region.rect)
-    if box == whole:
-        return replace(work, doc_size=doc_size), whole
-    ys, xs = slice(box.y, box.y1), slice(box.x, box.x1)
-    trimmed = replace(
-        work,
-        source=np.ascontiguousarray(src[ys, xs]),
-        mask=np.ascontiguousarray(work.mask[ys, xs]),
-        doc_size=doc_size,
-    )
-    return trimmed, box
+        return [ShippedPart(work)]
+    rects = [r.rect for r in regions]
+    if len(rects) > 1 and len(find_islands(mask)) > _PREGROUP_ISLANDS:
+        union = rects[0]
+        for r in rects[1:]:
+            union = union.union(r)
+        rects = [union]
+    parts = []
+    for rect in rects:
+        ys, xs = slice(rect.y, rect.y1), slice(rect.x, rect.x1)
+        part = replace(
+            work,
+            source=np.ascontiguousarray(src[ys, xs]),
+            mask=np.ascontiguousarray(work.mask[ys, xs]),
+            doc_size=doc_size,
+        )
+        parts.append(ShippedPart(part, (rect.x, rect.y)))
+    return parts
+
+
+def part_progress(on_progress: ProgressFn, k: int, n: int) -> ProgressFn:
+    """Progress of part ``k`` of ``n`` named as the whole job's pipeline names its regions."""
+    if n == 1:
+        return on_progress
+
+    def report(stage: str, step: int, total: int, preview=None) -> None:
+        if stage == "refine":
+            on_progress(f"refine {k}/{n}", step, total, preview)
+        elif stage in ("focus", "paste"):
+            on_progress(stage, k, n, preview)
+        else:
+            on_progress(stage, step, total, preview)
+
+    return report
+
+
+def run_parts(
+    parts: list[ShippedPart], run: Callable[[RefineJob, ProgressFn], RefineOutcome], on_progress: ProgressFn
+) -> list[ShippedOutcome]:
+    """Run each part (on the replica) and pack its outcome."""
+    return [
+        pack_outcome(run(p.work, part_progress(on_progress, k, len(parts)))) for k, p in enumerate(parts, 1)
+    ]
 
 
 def pack_outcome(outcome: RefineOutcome) -> ShippedOutcome:
-    """Cut a replica's outcome to the new layer's bounding box (what the front needs back)."""
+    """Cut a part's outcome to the new layer's bounding box (what the front needs back)."""
     layer = outcome.layer
     bx, by, bw, bh = cv2.boundingRect((layer[:, :, 3] > 0).view(np.uint8))
-    box = Rect(bx, by, bw, bh)
     ys, xs = slice(by, by + bh), slice(bx, bx + bw)
     return ShippedOutcome(
         layer=np.ascontiguousarray(layer[ys, xs]),
         composite=np.ascontiguousarray(outcome.composite[ys, xs]),
-        box=box,
+        box=Rect(bx, by, bw, bh),
         regions=list(outcome.regions),
         meta=outcome.meta,
         timings=outcome.timings,
     )
 
 
-def unpack_outcome(shipped: ShippedOutcome, source: np.ndarray, offset: tuple[int, int]) -> RefineOutcome:
-    """The outcome for the client's whole tile: the shipped box placed back at ``offset``.
+def unpack_outcome(
+    shipped: list[ShippedOutcome], parts: list[ShippedPart], source: np.ndarray
+) -> RefineOutcome:
+    """The outcome for the client's whole tile: each part's box placed back where it came from.
 
-    Outside the box the layer is transparent (as the local pipeline leaves it) and the
-    composite is the client's own pixels, copied -- so they are bit-identical by construction.
+    Outside the boxes the layer is transparent (as the local pipeline leaves it) and the
+    composite is the client's own pixels, copied -- bit-identical by construction.
     """
-    ox, oy = offset
     src = source if source.ndim == 3 else source[:, :, None]
     layer = new_layer(src)
     composite = src.copy()
-    box = shipped.box.translate(ox, oy)
-    if not box.empty:
-        layer[box.y : box.y1, box.x : box.x1] = shipped.layer
-        composite[box.y : box.y1, box.x : box.x1] = shipped.composite
-    meta = dict(shipped.meta)
-    if "regions" in meta:
-        meta["regions"] = [_moved(info, ox, oy) for info in meta["regions"]]
-    return RefineOutcome(
-        layer=layer,
-        composite=composite,
-        regions=[r.translate(ox, oy) for r in shipped.regions],
-        meta=meta,
-        timings=dict(shipped.timings),
-    )
+    regions: list[Rect] = []
+    region_meta: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    meta: dict[str, Any] = {}
+    for out, part in zip(shipped, parts, strict=True):
+        ox, oy = part.offset
+        box = out.box.translate(ox, oy)
+        if not box.empty:
+            layer[box.y : box.y1, box.x : box.x1] = out.layer
+            composite[box.y : box.y1, box.x : box.x1] = out.composite
+        regions += [r.translate(ox, oy) for r in out.regions]
+        region_meta += [_moved(info, ox, oy) for info in out.meta.get("regions", [])]
+        for key, seconds in out.timings.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+        meta.update(out.meta)
+    if len(shipped) > 1:
+        meta["regions"] = region_meta
+        meta["scales"] = [r["scale"] for r in region_meta]
+        meta["color_correct"] = any(r.get("color_correct") for r in region_meta)
+    elif region_meta:
+        meta["regions"] = region_meta
+    return RefineOutcome(layer=layer, composite=composite, regions=regions, meta=meta, timings=timings)
 
 
 def _moved(info: dict[str, Any], dx: int, dy: int) -> dict[str, Any]:
