@@ -284,11 +284,16 @@ class Server:
 def make_executor(config: Config) -> Executor:
     """Jobs run in this process, or -- with ``cluster`` set -- on a Ray Serve pool (Ray is
     imported only then, so a plain backend never pays for it)."""
-    if config.cluster:
-        from .cluster.ray_executor import RayExecutor
+    from .cluster.executor import ClusterError, LocalExecutor
 
+    if config.cluster:
+        try:
+            from .cluster.ray_executor import RayExecutor
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("ray"):
+                raise
+            raise ClusterError("--cluster needs Ray: pip install 'touchup[cluster]'") from None
         return RayExecutor(config)
-    from .cluster.executor import LocalExecutor
 
     return LocalExecutor(config.engine_options, config.idle_unload_s)
 

@@ -25,6 +25,7 @@ import ray
 from conftest import free_endpoint
 
 from touchup.backend.cluster.executor import LocalExecutor
+from touchup.backend.cluster.local_ray import start_local_ray
 from touchup.backend.cluster.shipping import cut, run_parts, unpack_outcome
 from touchup.backend.engines import create_engine
 from touchup.backend.engines.base import RefineParams
@@ -99,16 +100,9 @@ def local_layer(source: np.ndarray, mask: np.ndarray, engine: str, **params: Any
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """A Ray head on this machine for the module, sized for a shared 2-core box."""
-    context = ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=96 * 1024 * 1024,
-        namespace="touchup-test",
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
+    address = start_local_ray(num_cpus=2, object_store_mb=96)
     try:
-        yield context.address_info["gcs_address"]
+        yield address
     finally:
         ray.shutdown()
 
@@ -144,7 +138,8 @@ class Front:
             stderr=open(workdir / "front.stderr", "wb"),  # noqa: SIM115 - the child owns it
         )
         self.stderr_path = workdir / "front.stderr"
-        self._wait(lambda: self.pool_size() >= replicas, 120, f"{replicas} replica(s)")
+        # Generous: starting Ray workers on a busy 2-core machine can take minutes.
+        self._wait(lambda: self.pool_size() >= replicas, 300, f"{replicas} replica(s)")
 
     def client(self, name: str = "test") -> Client:
         return Client(self.endpoint, name=name)
@@ -250,7 +245,7 @@ def test_plain_backend_never_imports_ray(tmp_path):
         print(result.kind, "pool" in status["worker"], "ray" in sys.modules)
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [Kind.RESULT, "False", "False"]
 
@@ -270,9 +265,17 @@ def test_cluster_flags_need_cluster(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
     )
     assert out.returncode == 2 and "--cluster" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "touchup.backend", "serve", "--config", str(tmp_path / "none.toml")]
+        + ["--endpoint", free_endpoint(), "--cluster", "local", "--autoscale", "3:1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 2 and "MIN <= MAX" in out.stderr, out.stderr
 
 
 # -- shipping crops -------------------------------------------------------------------------------

@@ -46,19 +46,13 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("touchup bench cluster: needs the 'cluster' extra (pip install 'touchup[cluster]')")
         return 2
+    from .local_ray import start_local_ray
     from .slow_engine import register_slow_engine
 
     sizes = [int(n) for n in args.replicas.split(",") if n.strip()]
     register_slow_engine()
     if args.cluster == "local":
-        ray.init(
-            num_cpus=max(sizes),
-            include_dashboard=False,
-            object_store_memory=128 * 1024 * 1024,
-            namespace="touchup",
-            log_to_driver=False,
-            logging_level="WARNING",
-        )
+        start_local_ray(num_cpus=max(sizes), object_store_mb=128)
     else:
         ray.init(address=args.cluster, namespace="touchup", log_to_driver=False, logging_level="WARNING")
     try:

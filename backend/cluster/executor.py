@@ -30,6 +30,22 @@ from ..refine import ProgressFn, RefineJob, RefineOutcome, run_refine
 log = logging.getLogger("touchup.executor")
 
 
+def parse_autoscale(text: str) -> tuple[int, int]:
+    """``"MIN:MAX"`` replicas, 0 <= MIN <= MAX, MAX >= 1 (checked before Ray is imported)."""
+    lo, sep, hi = text.partition(":")
+    try:
+        low, high = int(lo), int(hi)
+    except ValueError:
+        raise ValueError(f"--autoscale wants MIN:MAX replicas, got {text!r}") from None
+    if not sep or low < 0 or high < max(low, 1):
+        raise ValueError(f"--autoscale wants 0 <= MIN <= MAX and MAX >= 1, got {text!r}")
+    return low, high
+
+
+class ClusterError(RuntimeError):
+    """The pool cannot be used at all (Ray missing, cluster unreachable at start-up)."""
+
+
 class Executor(ABC):
     """Runs prepared jobs. Thread-safe: up to ``slots`` worker threads call :meth:`run` at once."""
 

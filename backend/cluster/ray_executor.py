@@ -29,7 +29,8 @@ from ..config import Config
 from ..engines import ENGINES, engine_class
 from ..errors import BadInput, Cancelled, EngineError, TouchupError
 from .events import Failed, Finished, Progress, WasCancelled
-from .executor import Executor
+from .executor import ClusterError, Executor, parse_autoscale
+from .local_ray import start_local_ray
 from .pool import APP_NAME, BOARD_NAME, ENGINE_DEPLOYMENT, NAMESPACE, AffinityRouter, PoolBoard, model_key
 from .shipping import ShippedJob, cut, unpack_outcome
 
@@ -37,18 +38,6 @@ log = logging.getLogger("touchup.cluster")
 
 #: How often the front refreshes the pool's state for ``status``.
 POOL_REFRESH_S = 1.0
-
-
-def parse_autoscale(text: str) -> tuple[int, int]:
-    """``"MIN:MAX"`` replicas, 0 <= MIN <= MAX, MAX >= 1."""
-    lo, sep, hi = text.partition(":")
-    try:
-        low, high = int(lo), int(hi)
-    except ValueError:
-        raise ValueError(f"--autoscale wants MIN:MAX replicas, got {text!r}") from None
-    if not sep or low < 0 or high < max(low, 1):
-        raise ValueError(f"--autoscale wants 0 <= MIN <= MAX and MAX >= 1, got {text!r}")
-    return low, high
 
 
 class RayExecutor(Executor):
@@ -78,15 +67,25 @@ class RayExecutor(Executor):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        try:
+            self._start()
+        except ClusterError:
+            raise
+        except Exception as exc:
+            raise ClusterError(f"cannot start the pool on the Ray cluster at {self.address}: {exc}") from exc
+
+    def _start(self) -> None:
         if not ray.is_initialized():
-            common = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.WARNING}
             if self.address == "local":
-                ray.init(
-                    include_dashboard=False, num_cpus=max(os.cpu_count() or 1, self.max_replicas), **common
-                )
+                start_local_ray(num_cpus=max(os.cpu_count() or 1, self.max_replicas))
                 self._own_cluster = True
             else:
-                ray.init(address=self.address, **common)
+                ray.init(
+                    address=self.address,
+                    namespace=NAMESPACE,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
         serve.start(proxy_location="Disabled")
         self._board = PoolBoard.options(name=BOARD_NAME, namespace=NAMESPACE, get_if_exists=True).remote()
         gpus = ray.cluster_resources().get("GPU", 0)

@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cluster.executor import ClusterError, parse_autoscale
     from ..config import load_config
     from ..logs import setup_logging
     from ..server import AlreadyRunning, Server
@@ -72,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if (config.autoscale or args.replicas) and not config.cluster:
             raise ValueError("--replicas and --autoscale need --cluster local|ADDRESS")
+        if config.autoscale:
+            parse_autoscale(config.autoscale)
+        if config.replicas < 1:
+            raise ValueError(f"--replicas must be at least 1, got {config.replicas}")
         for option in args.engine_option:
             engine, key, value = parse_engine_option(option)
             config.engines.setdefault(engine, {})[key] = value
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("touchup").info("logging to %s", log_file)
     try:
         Server(config).run()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, ClusterError, ValueError) as exc:
         print(f"touchup serve: {exc}", file=sys.stderr)
         return 1
     return 0
