@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import statistics
 import threading
 import time
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from .local_ray import start_local_ray
     from .slow_engine import register_slow_engine
 
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the figures, not Serve's chatter
     sizes = [int(n) for n in args.replicas.split(",") if n.strip()]
     register_slow_engine()
     if args.cluster == "local":

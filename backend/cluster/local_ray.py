@@ -19,7 +19,7 @@ from .pool import NAMESPACE
 log = logging.getLogger("touchup.cluster")
 
 
-def start_local_ray(num_cpus: int, object_store_mb: int | None = None, attempts: int = 2) -> str:
+def start_local_ray(num_cpus: int, object_store_mb: int | None = None, attempts: int = 3) -> str:
     """Start Ray here (unless it already runs in this process); returns the GCS address."""
     os.environ.setdefault("RAY_agent_register_timeout_ms", "60000")  # read by Ray's node processes
     if not ray.is_initialized():
