@@ -72,6 +72,14 @@ class Config:
     #: name -> "package.module:Class": engines outside the product's table, for benchmarks and
     #: tests (a test engine is offered only by a backend configured to offer it).
     extra_engines: dict[str, str] = field(default_factory=dict)
+    #: Scale-out (``touchup serve --cluster``): None runs jobs in this process; ``"local"``
+    #: starts a Ray cluster on this machine; anything else is a Ray address to join.
+    cluster: str | None = None
+    replicas: int = 1  # engine replicas in the pool (fixed size)
+    autoscale: str | None = None  # "MIN:MAX" replicas instead of a fixed number
+    #: How long a job waits for a busy replica that holds its preset before taking a free one
+    #: that must load it (loads of diffusion models take far longer than this).
+    affinity_wait_s: float = 20.0
 
     def engine_options(self, name: str) -> dict[str, Any]:
         opts = dict(self.engines.get(name, {}))

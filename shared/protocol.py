@@ -102,6 +102,8 @@ class ErrorCode(WireEnum):
     FORBIDDEN = "forbidden"  # e.g. shutdown from a non-loopback, unauthenticated peer
     ENGINE_FAILED = "engine_failed"  # anything else that went wrong inside an engine
     WORKER_RESTARTED = "worker_restarted"  # the worker died during this job and was restarted
+    REPLICA_LOST = "replica_lost"  # a pool replica died mid-job, and again on the retry
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"  # the Ray cluster behind the front is unreachable
     INTERNAL = "internal"
     # Client-side only (never sent by the backend):
     UNREACHABLE = "unreachable"

@@ -31,6 +31,8 @@ ERROR_TEXT: dict[str, str] = {
     ErrorCode.WORKER_RESTARTED: "The backend hit an internal fault while refining and recovered. Try again.",
     ErrorCode.BACKEND_RESTARTED: "The backend was restarted while refining, so the refine was lost. Try again.",
     ErrorCode.BAD_RESULT: "The backend sent a result that does not fit the selection; nothing was changed.",
+    ErrorCode.REPLICA_LOST: "The GPU worker running this refine failed, and again on a second one. Try again.",
+    ErrorCode.CLUSTER_UNAVAILABLE: "The backend's GPU pool is unreachable. Ask the studio's admin, or try again shortly.",
     ErrorCode.BAD_CONNECTION: "The connection file cannot be used. Import a fresh one from the studio's admin.",
     ErrorCode.CANCELLED: "Refine cancelled.",
 }

@@ -346,8 +346,9 @@ def test_two_backends_started_at_once_on_one_ipc_endpoint(tmp_path):
 def serve_here(tmp_path: Path, **kw):
     kw.setdefault("engine", "identity")
     kw.setdefault("log_file", str(tmp_path / "backend.log"))
-    factory = kw.pop("runner_factory", None)
-    server = Server(Config(endpoint=free_endpoint(), **kw), runner_factory=factory)
+    factory = kw.pop("executor_factory", None)
+    config = Config(endpoint=free_endpoint(), **kw)
+    server = Server(config, executor=factory(config) if factory else None)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert server.ready.wait(60)
@@ -360,18 +361,21 @@ def serve_here(tmp_path: Path, **kw):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_dead_worker_fails_its_job_and_is_replaced(tmp_path, caplog):
-    from touchup.backend.server.worker import LocalEngineRunner
+    from touchup.backend.cluster.executor import LocalExecutor
 
-    class DiesOnce(LocalEngineRunner):
+    class DiesOnce(LocalExecutor):
         died = False
 
-        def run(self, job, on_progress, is_cancelled):
+        def run(self, work, engine, preset, on_progress, is_cancelled):
             if not DiesOnce.died:
                 DiesOnce.died = True
                 raise SystemExit("simulated crash outside any job handler")
-            return super().run(job, on_progress, is_cancelled)
+            return super().run(work, engine, preset, on_progress, is_cancelled)
 
-    with serve_here(tmp_path, runner_factory=DiesOnce) as server, Client(server.config.endpoint) as c:
+    def factory(config):
+        return DiesOnce(config.engine_options, config.idle_unload_s)
+
+    with serve_here(tmp_path, executor_factory=factory) as server, Client(server.config.endpoint) as c:
         with pytest.raises(BackendError) as info:
             c.refine(*request(engine="identity"), timeout=30)
         assert info.value.code == ErrorCode.WORKER_RESTARTED

@@ -31,7 +31,6 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -52,6 +51,7 @@ from ...shared.protocol import (
     make_header,
 )
 from ...shared.request import MESSAGE_FIELDS, RequestError, check_fields
+from ..cluster.executor import ClusterError, Executor, LocalExecutor
 from ..config import Config
 from ..device import device_info
 from ..engines import DEFAULT_ENGINE, ENGINES, engine_class
@@ -60,7 +60,7 @@ from .auth import CurveSecurity, KeyStore, is_loopback, keys_dir, peer_identity
 from .limits import max_frames, max_message_bytes, parse_refine
 from .lock import EndpointLock
 from .queue import Job, JobQueue
-from .worker import JobRunner, LocalEngineRunner, Worker
+from .worker import Worker
 
 log = logging.getLogger("touchup.server")
 
@@ -119,14 +119,16 @@ def insecure_message(endpoint: str) -> str:
 
 
 class Server:
-    def __init__(self, config: Config, runner_factory: Callable[[Config], JobRunner] | None = None) -> None:
+    def __init__(self, config: Config, executor: Executor | None = None) -> None:
         if not config.engine:
             config.engine = resolve_default_engine(config)
         self.config = config
         self.ctx = zmq.Context()
         self.queue = JobQueue(config.max_queue, config.max_queue_per_client, config.max_queued_bytes)
-        self._runner_factory = runner_factory or LocalEngineRunner
-        self.worker = self._new_worker()
+        #: What runs jobs: one engine here, or a Ray Serve pool (``--cluster``); one worker
+        #: thread per slot takes jobs from the queue and hands them to it.
+        self.executor = executor or make_executor(config)
+        self.workers: list[Worker] = []
         self._stop = threading.Event()
         self.started = time.monotonic()
         self.instance = secrets.token_hex(8)
@@ -157,8 +159,8 @@ class Server:
             lock.release()
 
     # -- start-up ----------------------------------------------------------------------------
-    def _new_worker(self) -> Worker:
-        return Worker(self.config, self.queue, self.ctx, OUTBOX, runner=self._runner_factory(self.config))
+    def _new_worker(self, index: int) -> Worker:
+        return Worker(self.config, self.queue, self.ctx, OUTBOX, self.executor, index)
 
     def _refuse_second_instance(self) -> None:
         """A tcp port another program holds fails at bind; a backend there is named plainly."""
@@ -205,7 +207,18 @@ class Server:
         outbox = self.ctx.socket(zmq.PULL)
         outbox.bind(OUTBOX)
         self.capabilities = self._describe_engines()
-        self.worker.start()
+        try:
+            self.executor.start()
+        except Exception:
+            monitor.close(0)
+            router.close(0)
+            outbox.close(0)
+            if self._security:
+                self._security.stop()
+            raise
+        self.workers = [self._new_worker(i) for i in range(self.executor.slots)]
+        for worker in self.workers:
+            worker.start()
         self._install_signal_handlers()
         security = "CurveZMQ, keys in " + str(keys_dir(self.config)) if self.config.curve else "loopback only"
         log.info("touchup %s listening on %s (%s)", __version__, self.config.endpoint, security)
@@ -228,8 +241,11 @@ class Server:
             log.info("shutting down")
             for job in self.queue.jobs_of_all():
                 job.cancel_event.set()
-            self.worker.stop()
-            self.worker.join(timeout=10)
+            for worker in self.workers:
+                worker.stop()
+            for worker in self.workers:
+                worker.join(timeout=10)
+            self.executor.close()
             with contextlib.suppress(zmq.ZMQError):
                 router.disable_monitor()
             monitor.close(0)
@@ -362,7 +378,7 @@ class Server:
         elif kind == Kind.CANCEL:
             self._cancel(peer, fields["job"], reply)
         elif kind == Kind.UNLOAD:
-            self.worker.request_unload()
+            self.executor.request_unload()
             reply(make_header(Kind.UNLOAD, ok=True))
         elif kind == Kind.SHUTDOWN:
             reply(make_header(Kind.BYE))
@@ -381,7 +397,7 @@ class Server:
         )
 
     def _status(self, viewer: str | None) -> dict[str, Any]:
-        worker = self.worker.status()
+        worker = self.executor.status()
         worker["restarts"] = len(self.worker_restarts)
         if self.worker_restarts:
             worker["last_restart"] = self.worker_restarts[-1]
@@ -424,25 +440,30 @@ class Server:
     # -- housekeeping, once per turn ---------------------------------------------------------
     def _supervise_worker(self, router: zmq.Socket) -> None:
         """A dead worker fails its job (with the id) and is replaced; the event is kept for status."""
-        if self.worker.is_alive() or self._stop.is_set():
+        if self._stop.is_set():
             return
-        crash = self.worker.crash or "the worker thread ended"
-        reason = crash.strip().splitlines()[-1][:300] if crash.strip() else crash
-        self.worker_restarts.append({"at": round(time.time(), 3), "reason": reason})
-        log.error("the worker died (%s); starting a new one (restart %d)", reason, len(self.worker_restarts))
-        job = self.queue.running
-        if job is not None:
-            self.queue.done(job)
-            header = error_header(
-                ErrorCode.WORKER_RESTARTED,
-                "the backend's worker failed during this job and was restarted; try again",
-                reason,
-                id=job.request_id,
-                job=job.job_id,
+        for index, worker in enumerate(self.workers):
+            if worker.is_alive():
+                continue
+            crash = worker.crash or "the worker thread ended"
+            reason = crash.strip().splitlines()[-1][:300] if crash.strip() else crash
+            self.worker_restarts.append({"at": round(time.time(), 3), "reason": reason})
+            log.error(
+                "the worker died (%s); starting a new one (restart %d)", reason, len(self.worker_restarts)
             )
-            self._send(router, job.peer, header)
-        self.worker = self._new_worker()
-        self.worker.start()
+            job = worker.job
+            if job is not None:
+                self.queue.done(job)
+                header = error_header(
+                    ErrorCode.WORKER_RESTARTED,
+                    "the backend's worker failed during this job and was restarted; try again",
+                    reason,
+                    id=job.request_id,
+                    job=job.job_id,
+                )
+                self._send(router, job.peer, header)
+            self.workers[index] = self._new_worker(index)
+            self.workers[index].start()
 
     def _announce_positions(self, router: zmq.Socket) -> None:
         """Tell each waiting client its new place in line when the line moved."""
@@ -498,6 +519,20 @@ class Server:
             total=0,
             position=position,
         )
+
+
+def make_executor(config: Config) -> Executor:
+    """Jobs run in this process, or -- with ``cluster`` set -- on a Ray Serve pool (Ray is
+    imported only then, so a plain backend never pays for it)."""
+    if config.cluster:
+        try:
+            from ..cluster.ray_executor import RayExecutor
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("ray"):
+                raise
+            raise ClusterError("--cluster needs Ray: pip install 'touchup[cluster]'") from None
+        return RayExecutor(config)
+    return LocalExecutor(config.engine_options, config.idle_unload_s)
 
 
 def resolve_default_engine(config: Config) -> str:

@@ -76,7 +76,7 @@ class Job:
 
 
 class JobQueue:
-    """Waiting jobs per owner, taken round-robin, plus the one running job."""
+    """Waiting jobs per owner, taken round-robin, plus the running ones (one per worker slot)."""
 
     def __init__(self, limit: int, per_client: int | None = None, max_bytes: int | None = None) -> None:
         self.limit = limit
@@ -84,7 +84,7 @@ class JobQueue:
         self.max_bytes = max_bytes
         self._waiting: dict[str, deque[Job]] = {}
         self._rotation: deque[str] = deque()  # owners with waiting jobs, next to be served first
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._cond = threading.Condition()
         self.completed = 0
         #: Bumped whenever positions may have changed (a job started, left or was cancelled).
@@ -118,9 +118,7 @@ class JobQueue:
 
     def find(self, job_id: str) -> Job | None:
         with self._cond:
-            if self._running and self._running.job_id == job_id:
-                return self._running
-            return next((j for j in self._schedule() if j.job_id == job_id), None)
+            return next((j for j in [*self._running, *self._schedule()] if j.job_id == job_id), None)
 
     def remove_waiting(self, job: Job) -> bool:
         """Take a queued job out before it runs; False if it already started."""
@@ -138,7 +136,7 @@ class JobQueue:
     def positions(self) -> list[tuple[Job, int]]:
         """Every waiting job with the number of jobs that will start before it."""
         with self._cond:
-            ahead = 1 if self._running else 0
+            ahead = len(self._running)
             return [(job, i + ahead) for i, job in enumerate(self._schedule())]
 
     # -- worker ------------------------------------------------------------------------------
@@ -151,25 +149,27 @@ class JobQueue:
                 return None
             owner = self._rotation.popleft()
             mine = self._waiting[owner]
-            self._running = mine.popleft()
+            job = mine.popleft()
+            self._running.append(job)
             if mine:
                 self._rotation.append(owner)  # back of the line: everyone else goes first
             else:
                 del self._waiting[owner]
             self.generation += 1
-            return self._running
+            return job
 
     def done(self, job: Job) -> None:
         with self._cond:
-            if self._running is job:
-                self._running = None
+            if job in self._running:
+                self._running.remove(job)
                 self.completed += 1
                 self.generation += 1
 
     @property
-    def running(self) -> Job | None:
+    def running(self) -> list[Job]:
+        """The jobs running now, oldest first."""
         with self._cond:
-            return self._running
+            return list(self._running)
 
     # -- both --------------------------------------------------------------------------------
     def jobs_of(self, peer: bytes) -> list[Job]:
@@ -177,21 +177,23 @@ class JobQueue:
 
     def jobs_of_all(self) -> list[Job]:
         with self._cond:
-            return ([self._running] if self._running else []) + self._schedule()
+            return [*self._running, *self._schedule()]
 
     def snapshot(self, viewer: str | None = None) -> dict[str, Any]:
         """Running and waiting jobs for ``status``; with ``viewer`` set, only that owner's jobs are
         described and the others only counted (a client may not see what others are working on)."""
         with self._cond:
             jobs = self._schedule()
-            running = self._running
 
             def visible(job: Job) -> bool:
                 return viewer is None or job.owner == viewer
 
+            running = [j.summary(viewer is None) for j in self._running if visible(j)]
             return {
-                "running": running.summary(viewer is None) if running and visible(running) else None,
-                "busy": running is not None,
+                # The oldest running job (what a single-engine backend runs), then all of them.
+                "running": running[0] if running else None,
+                "running_all": running,
+                "busy": bool(self._running),
                 "waiting": [j.summary(viewer is None) for j in jobs if visible(j)],
                 "waiting_total": len(jobs),
                 "completed": self.completed,
@@ -218,4 +220,4 @@ class JobQueue:
         return order
 
     def _position_of(self, job: Job) -> int:
-        return self._schedule().index(job) + (1 if self._running else 0)
+        return self._schedule().index(job) + len(self._running)

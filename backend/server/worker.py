@@ -1,9 +1,8 @@
-"""The worker thread: takes jobs from the fair queue and runs each on an engine.
+"""Worker threads: take jobs from the fair queue and run each through the executor.
 
-"Run one job on an engine" is :class:`LocalEngineRunner` -- one engine kept loaded in this
-process between jobs (switching unloads the previous one first, an idle period unloads it). It
-is the seam where another executor (a pool of GPU workers elsewhere) stands in: anything with
-``run``, ``unload``, ``idle_unload`` and ``status`` will do.
+"Run one job on an engine" is the executor (``cluster.executor``): one engine kept loaded in this
+process (:class:`~touchup.backend.cluster.executor.LocalExecutor`), or a Ray Serve pool of
+replicas (``serve --cluster``). The server starts one worker per executor slot.
 
 Everything a job produces (progress, result, error) goes back to the network thread through an
 in-process ZeroMQ socket, because ZeroMQ sockets must not be shared between threads. Whatever
@@ -18,20 +17,18 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
 import zmq
 
 from ...shared.protocol import ErrorCode, Kind, encode, error_header, make_header
+from ..cluster.executor import Executor
 from ..config import Config
-from ..engines import create_engine
-from ..engines.base import Engine
 from ..errors import Cancelled, TouchupError
 from ..pipeline.imaging import NUMPY_DTYPES, array_to_frame, from_float, to_float
-from ..pipeline.refine import RefineOutcome, run_refine
+from ..pipeline.refine import RefineOutcome
 from .queue import Job, JobQueue
 
 log = logging.getLogger("touchup.worker")
@@ -39,104 +36,33 @@ log = logging.getLogger("touchup.worker")
 #: Previews are small on purpose: they are a progress cue, not a result.
 PREVIEW_SIDE = 256
 
-ProgressFn = Callable[..., None]
-
-
-class JobRunner(Protocol):
-    """Runs one job to its outcome. Raises Cancelled, TouchupError or anything else on failure."""
-
-    def run(self, job: Job, on_progress: ProgressFn, is_cancelled: Callable[[], bool]) -> RefineOutcome: ...
-
-    def needs_loading(self, job: Job) -> bool: ...
-
-    def unload(self) -> None: ...
-
-    def idle_unload(self, idle_s: float) -> None: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-
-class LocalEngineRunner:
-    """One engine loaded in this process, reused while jobs ask for the same engine."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.engine: Engine | None = None
-        self.engine_name: str | None = None
-        self.engine_preset: str | None = None
-        self.loading = False
-
-    def needs_loading(self, job: Job) -> bool:
-        return self.engine_name != job.engine or (job.preset is not None and self.engine_preset != job.preset)
-
-    def run(self, job: Job, on_progress: ProgressFn, is_cancelled: Callable[[], bool]) -> RefineOutcome:
-        if self.engine_name != job.engine:
-            self.unload()
-            self.engine = create_engine(job.engine, self.config.engine_options(job.engine))
-            self.engine_name = job.engine
-        assert self.engine is not None
-        self.loading = True
-        try:
-            self.engine.load(job.preset)
-        finally:
-            self.loading = False
-        self.engine_preset = job.preset or self.engine.preset(None).name
-        return run_refine(job.work, self.engine, on_progress, is_cancelled)
-
-    def unload(self) -> None:
-        if self.engine is not None:
-            try:
-                self.engine.unload()
-            except Exception:
-                log.exception("unloading %s failed", self.engine_name)
-            else:
-                log.info("unloaded %s", self.engine_name)
-            self.engine = None
-            self.engine_name = self.engine_preset = None
-
-    def idle_unload(self, idle_s: float) -> None:
-        limit = self.config.idle_unload_s
-        if self.engine is not None and limit and idle_s > limit:
-            log.info("unloading %s after %.0f s idle", self.engine_name, limit)
-            self.unload()
-
-    def status(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"engine": self.engine_name, "preset": self.engine_preset}
-        if self.engine is not None:
-            try:
-                info["engine_status"] = self.engine.status()
-            except Exception as exc:  # status must never fail
-                info["engine_status"] = {"error": str(exc)[:200]}
-        return info
-
 
 class Worker(threading.Thread):
+    """Takes jobs one at a time and runs each through the shared executor."""
+
     def __init__(
-        self, config: Config, queue: JobQueue, zctx: zmq.Context, outbox: str, runner: JobRunner | None = None
+        self,
+        config: Config,
+        queue: JobQueue,
+        zctx: zmq.Context,
+        outbox: str,
+        executor: Executor,
+        index: int = 0,
     ) -> None:
-        super().__init__(name="touchup-worker", daemon=True)
+        super().__init__(name=f"touchup-worker-{index}", daemon=True)
         self.config = config
         self.queue = queue
-        self.runner: JobRunner = runner or LocalEngineRunner(config)
+        self.executor = executor
+        self.index = index
         self._zctx = zctx
         self._outbox_addr = outbox
         self._stopping = threading.Event()
-        self._unload_requested = threading.Event()
-        self.last_job_end = time.monotonic()
-        self.state = "idle"
+        self.job: Job | None = None  # the job this worker runs now
         self.crash: str | None = None  # the traceback that ended this thread, if one did
 
     def stop(self) -> None:
         self._stopping.set()
         self.queue.wake()
-
-    def request_unload(self) -> None:
-        self._unload_requested.set()
-        self.queue.wake()
-
-    def status(self) -> dict[str, Any]:
-        state = "loading" if getattr(self.runner, "loading", False) else self.state
-        return {"state": state, **self.runner.status()}
 
     # -- thread body -------------------------------------------------------------------------
     def run(self) -> None:
@@ -150,26 +76,20 @@ class Worker(threading.Thread):
             log.critical("the worker died:\n%s", self.crash)
             raise
         finally:
-            try:
-                self.runner.unload()
-            finally:
-                out.close(0)
+            out.close(0)
 
     def _loop(self, out: zmq.Socket) -> None:
         while not self._stopping.is_set():
             job = self.queue.take(timeout=0.5)
-            if self._unload_requested.is_set():
-                self._unload_requested.clear()
-                self.runner.unload()
             if job is None:
-                self.runner.idle_unload(time.monotonic() - self.last_job_end)
+                self.executor.tick()  # housekeeping while idle: unload requests, idle unload
                 continue
+            self.job = job
             header, frames = self._run_job(job, out)
             # The final message goes out only after the job has left the queue, so that a client
             # asking for status right after its result never sees the job still running.
             self.queue.done(job)
-            self.last_job_end = time.monotonic()
-            self.state = "idle"
+            self.job = None
             send_final(out, job, header, frames)
 
     def _run_job(self, job: Job, out: zmq.Socket) -> tuple[dict[str, Any], list]:
@@ -177,7 +97,6 @@ class Worker(threading.Thread):
         Never raises for anything the job does."""
         if job.cancelled:
             return make_header(Kind.CANCELLED), []
-        self.state = "busy"
         last_sent: list[tuple] = [()]
 
         def on_progress(stage: str, step: int, total: int, preview: np.ndarray | None = None) -> None:
@@ -195,10 +114,8 @@ class Worker(threading.Thread):
 
         started = time.perf_counter()
         try:
-            if self.runner.needs_loading(job):
-                on_progress("loading", 0, 1)  # loading weights can take minutes: say so
-            outcome = self.runner.run(job, on_progress, lambda: job.cancelled)
-            return result_message(job, outcome, time.perf_counter() - started, self.runner.status())
+            outcome = self.executor.run(job.work, job.engine, job.preset, on_progress, lambda: job.cancelled)
+            return result_message(job, outcome, time.perf_counter() - started)
         except Cancelled:
             log.info("job %s cancelled", job.job_id)
             return make_header(Kind.CANCELLED), []
@@ -214,9 +131,7 @@ class Worker(threading.Thread):
             ), []
 
 
-def result_message(
-    job: Job, outcome: RefineOutcome, seconds: float, runner_status: dict[str, Any]
-) -> tuple[dict[str, Any], list]:
+def result_message(job: Job, outcome: RefineOutcome, seconds: float) -> tuple[dict[str, Any], list]:
     """The ``result`` header and frame: only the part of the tile the new layer covers."""
     layer = _convert(outcome.layer, job.output_dtype)
     bx, by, bw, bh = cv2.boundingRect((outcome.layer[:, :, 3] > 0).view(np.uint8))
@@ -234,7 +149,7 @@ def result_message(
     ]
     meta["timings"] = {k: round(v, 4) for k, v in outcome.timings.items()}
     meta["engine"] = job.engine
-    meta["preset"] = runner_status.get("preset")
+    meta["preset"] = outcome.meta.get("preset")
     meta["seconds"] = round(seconds, 4)
     log.info("job %s done in %.2f s", job.job_id, seconds)
     return (

@@ -8,16 +8,20 @@ setting), so ``hello`` never lists them to a plugin.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
 import numpy as np
 
+from ..engines import register_engine
 from ..engines.base import Capabilities, Engine, EngineOutput, EngineRequest, Preset, WorkingSize
 from ..errors import Cancelled
 
 #: Import paths for ``extra_engines`` / ``register_engine``.
 IDENTITY = "touchup.backend.tools.bench_engines:IdentityEngine"
+SLOW_ENGINE = "slow-test"
+SLOW = "touchup.backend.tools.bench_engines:SlowEngine"
 
 IDENTITY_PRESET = Preset(
     "default",
@@ -93,3 +97,68 @@ def _stats(image: np.ndarray) -> dict[str, Any]:
         "min": flat.min(axis=0).astype(float).tolist(),
         "max": flat.max(axis=0).astype(float).tolist(),
     }
+
+
+_SLOW_WORKING = WorkingSize(target_area=64 * 64, multiple=8, min_side=32, max_side=256, allow_downscale=True)
+_SLOW_CAPS = Capabilities(steps=True)
+SLOW_PRESETS = {
+    "a": Preset("a", "slow preset a", working=_SLOW_WORKING, capabilities=_SLOW_CAPS, defaults={"steps": 4}),
+    "b": Preset("b", "slow preset b", working=_SLOW_WORKING, capabilities=_SLOW_CAPS, defaults={"steps": 4}),
+}
+
+
+def register_slow_engine() -> dict[str, str]:
+    """Add the slow engine to this process's engine table; returns the entry for a pool's replicas."""
+    register_engine(SLOW_ENGINE, SLOW)
+    return {SLOW_ENGINE: SLOW}
+
+
+class SlowEngine(Engine):
+    """Sleeps ``step_s`` per step (option, default 0.2 s) and ``load_s`` per preset load.
+
+    Its time is spent sleeping, not computing, so throughput measured with it shows what a pool's
+    scheduling achieves even on a machine with few cores. Loading a preset costs time and is
+    counted, so a test can tell whether a job caused a reload. It inverts the selection, so a
+    result that never went through it is noticed.
+    """
+
+    name = SLOW_ENGINE
+    description = "Sleep-bound engine for pool tests and benchmarks."
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.loaded: str | None = None
+        self.loads = 0  # how many times a preset was loaded by this engine object
+
+    def make_presets(self) -> dict[str, Preset]:
+        return dict(SLOW_PRESETS)
+
+    def load(self, preset: str | None = None) -> None:
+        name = self.preset(preset).name
+        if self.loaded == name:
+            return
+        time.sleep(float(self.options.get("load_s", 0.3)))
+        self.loaded = name
+        self.loads += 1
+
+    def unload(self) -> None:
+        self.loaded = None
+
+    def refine(self, request: EngineRequest) -> EngineOutput:
+        params = request.params
+        steps = int(params.steps or self.preset(params.preset).defaults["steps"])
+        step_s = float(self.options.get("step_s", 0.2))
+        for step in range(1, steps + 1):
+            if request.is_cancelled():
+                raise Cancelled()
+            time.sleep(step_s)
+            request.on_progress("denoise", step, steps, None)
+        # Invert inside the selection only: outside pixels stay, as paste-back's drift estimate
+        # expects of an engine.
+        crop, mask = request.crop, request.mask
+        out = np.where(mask[:, :, None] > 0, 1.0 - crop, crop).astype(np.float32)
+        meta = {"preset": self.loaded, "loads": self.loads, "pid": os.getpid(), "steps": steps}
+        return EngineOutput(out, meta=meta)
+
+    def status(self) -> dict[str, Any]:
+        return {"preset": self.loaded, "loads": self.loads}

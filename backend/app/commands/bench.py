@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: transport, speed")
+    p = sub.add_parser("bench", help="benchmarks: transport, speed, cluster")
     bench = p.add_subparsers(dest="bench", metavar="BENCH")
     from ...tools.bench_transport import register_transport
 
@@ -18,4 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             raise
     else:
         register_speed(bench)
+    from ...cluster.bench import register_cluster  # imports Ray only when run
+
+    register_cluster(bench)
     p.set_defaults(func=lambda args: p.print_help() or 2)

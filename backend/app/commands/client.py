@@ -74,9 +74,21 @@ def status(args: argparse.Namespace) -> int:
         f"backend   touchup {st.get('backend_version')} at {st.get('endpoint')} (pid {st.get('pid')}, up {st.get('uptime_s')} s)"
     )
     print(f"device    {st.get('device')}")
-    print(f"engine    {worker.get('engine') or '-'} {worker.get('preset') or ''} ({worker.get('state')})")
-    if running:
-        print(f"running   {running['job']}: {running['stage']} {running['step']}/{running['total']}")
+    pool = worker.get("pool")
+    if pool:  # serve --cluster: one line per replica
+        print(f"pool      {len(pool['replicas'])} replica(s) of {pool['target']} on {pool['cluster']}")
+        if pool.get("error"):
+            print(f"          unreachable: {pool['error']}")
+        for r in pool["replicas"]:
+            state = "busy" if r.get("busy") else "idle"
+            print(
+                f"  {r['replica']:<10} {r.get('node')} pid {r.get('pid')} {r.get('device')}: "
+                f"{r.get('engine') or '-'} {r.get('preset') or ''} ({state}, {r.get('jobs')} jobs, {r.get('loads')} loads)"
+            )
+    else:
+        print(f"engine    {worker.get('engine') or '-'} {worker.get('preset') or ''} ({worker.get('state')})")
+    for job in queue.get("running_all") or ([running] if running else []):
+        print(f"running   {job['job']}: {job['stage']} {job['step']}/{job['total']}")
     waiting = queue.get("waiting_total", len(queue.get("waiting", [])))
     print(f"queue     {waiting} waiting, {queue.get('completed', 0)} completed")
     if worker.get("restarts"):

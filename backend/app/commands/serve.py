@@ -55,10 +55,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=MODULE:CLASS",
         help="offer an engine outside the product's table, as in the config's [extra_engines] (benchmarks, tests)",
     )
+    pool = p.add_argument_group("scale-out (needs the 'cluster' extra: pip install 'touchup[cluster]')")
+    pool.add_argument(
+        "--cluster",
+        metavar="local|ADDRESS",
+        help="run jobs on a Ray Serve pool: 'local' starts Ray on this machine, ADDRESS joins a running "
+        "Ray cluster (e.g. 10.0.0.5:6379); see docs/cluster.md",
+    )
+    size = pool.add_mutually_exclusive_group()
+    size.add_argument("--replicas", type=int, help="engine replicas in the pool (default 1; one GPU each)")
+    size.add_argument(
+        "--autoscale", metavar="MIN:MAX", help="let the pool grow and shrink between MIN and MAX"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...cluster.executor import ClusterError, parse_autoscale
     from ...config import load_config
     from ...engines import register_engine
     from ...logs import setup_logging
@@ -81,8 +94,17 @@ def run(args: argparse.Namespace) -> int:
                 "keys_dir": args.keys_dir,
                 "idle_unload_s": args.idle_unload_s,
                 "models_dir": args.models_dir,
+                "cluster": args.cluster,
+                "replicas": args.replicas,
+                "autoscale": args.autoscale,
             },
         )
+        if (config.autoscale or args.replicas) and not config.cluster:
+            raise ValueError("--replicas and --autoscale need --cluster local|ADDRESS")
+        if config.autoscale:
+            parse_autoscale(config.autoscale)
+        if config.replicas < 1:
+            raise ValueError(f"--replicas must be at least 1, got {config.replicas}")
         for option in args.engine_option:
             engine, key, value = parse_engine_option(option)
             config.engines.setdefault(engine, {})[key] = value
@@ -107,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("touchup").info("logging to %s", log_file)
     try:
         Server(config).run()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, ClusterError, ValueError) as exc:
         print(f"touchup serve: {exc}", file=sys.stderr)
         return 1
     except InsecureEndpoint as exc:
