@@ -8,6 +8,7 @@ planner's own figures or a "does not fit: needs ..." answer.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,35 @@ def test_the_docs_table_is_the_planners():
     assert done.returncode == 0, done.stderr
     docs = (ROOT / "docs" / "diffusion.md").read_text()
     assert done.stdout.strip() in docs, "regenerate the table in docs/diffusion.md"
+
+
+def test_doctor_shows_the_memory_plan():
+    from touchup.installer.doctor import _plan_rows
+
+    (row,) = _plan_rows()
+    assert row.check == "memory plan"
+    assert any(name in row.detail for name in PRESETS)
+    vram, ram, _gpu = memory.this_machine()
+    plan = memory.plan(PRESETS[row.detail.split(" on ")[0]], vram, ram)
+    assert (plan.reason in row.detail) and (row.status == "ok") == plan.fits
+
+
+@pytest.mark.diffusion
+@pytest.mark.slow
+def test_gpu_check_tiny_prints_a_row_per_preset():
+    """``scripts/gpu_check.sh --tiny``: the GPU check's measurement code on tiny pipelines."""
+    require_diffusion()
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--tiny", "--presets", "flux-kontext"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| `flux-kontext`")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "cpu" and int(cells[3]) >= 1
+    first_step, per_step, total, overhead = (float(cells[i]) for i in (4, 5, 6, 9))
+    assert 0 < first_step <= total and per_step > 0 and overhead >= 0

@@ -28,7 +28,7 @@ import numpy as np
 
 from ....shared.protocol import ErrorCode
 from ...errors import Cancelled, EngineError
-from ..base import CancelFn, Engine, EngineOutput, ProgressFn, RefineParams
+from ..base import CancelFn, Engine, EngineOutput, ProgressFn, RefineParams, SizeRule
 from . import loading, memory
 from .memory import GPU_POLICIES, Plan, Policy
 from .presets import DiffusionPreset, presets_for
@@ -96,16 +96,20 @@ class DiffusionEngine(Engine):
         """The family's table entries with the engine options applied: the working size (flat
         ``working_area``/``min_side``/``max_side`` keys, or a ``working`` table) for every
         preset, and defaults (``steps``, ``guidance``) per preset under ``presets.<name>``."""
-        working = dict(self.options.get("working") or {})
+        flat = {}
         for key, fld in (("working_area", "target_area"), ("min_side", "min_side"), ("max_side", "max_side")):
             if key in self.options:
-                working[fld] = int(self.options[key])
+                flat[fld] = int(self.options[key])
+        working = dict(self.options.get("working") or {})
         per_preset = dict(self.options.get("presets") or {})
         out = {}
         for name, preset in presets_for(self.family or self.name).items():
+            # The flat keys leave the Qwen presets alone: their pipeline works at one megapixel
+            # whatever it is given, so a smaller crop would only add a resampling.
+            sizes = working if preset.working.rule == SizeRule.PIPELINE_AREA else {**flat, **working}
             out[name] = dataclasses.replace(
                 preset,
-                working=dataclasses.replace(preset.working, **working),
+                working=dataclasses.replace(preset.working, **sizes),
                 defaults={**preset.defaults, **dict(per_preset.get(name) or {})},
             )
         return out

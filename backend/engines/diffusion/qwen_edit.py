@@ -121,5 +121,11 @@ class QwenEditEngine(DiffusionEngine):
         if preset.spatial_image:
             images.append(to_pil(np.repeat(binary_mask(mask)[:, :, None], 3, axis=2)))
             return {"image": images, "prompt": prompt}
+        # The output size is the pipeline's own condition size of the crop (the crop's size at
+        # the default working size), so the output grid is the crop's condition grid even when
+        # a reference of another shape is the last image.
+        from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as pipeline_module
+
         h, w = crop.shape[:2]
-        return {"image": images, "prompt": prompt, "height": h, "width": w}
+        width, height = pipeline_module.calculate_dimensions(pipeline_module.VAE_IMAGE_SIZE, w / h)
+        return {"image": images, "prompt": prompt, "height": height, "width": width}
