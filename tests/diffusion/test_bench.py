@@ -20,14 +20,13 @@ def test_bench_speed_reports_stages_for_ours_and_the_seed_recipe(tmp_path_factor
     from touchup.backend.engines.diffusion.presets import PRESETS
 
     use_hub(monkeypatch, tiny_hub(tmp_path_factory))
-    args = argparse.Namespace(
-        preset="flux-kontext", steps=2, repeat=1, cases="96@1024,96@4096", json=True, tiny=True
-    )
+    args = argparse.Namespace(preset="flux-kontext", steps=2, repeat=1, cases="96@1024", json=True, tiny=True)
     assert bench_speed._run(args, PRESETS["flux-kontext"], tiny_options("flux-kontext"), TINY_AREA) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["preset"] == "flux-kontext" and report["tiny"] is True
     assert report["memory_policy"] == "cpu" and report["device"] == "cpu"
-    assert [r["case"] for r in report["results"]] == ["96x96 in 1024x1024", "96x96 in 4096x4096"]
+    # (the 4096x4096 canvas case runs in scripts/gpu_check.sh --tiny, tested in test_memory.py)
+    assert [r["case"] for r in report["results"]] == ["96x96 in 1024x1024"]
     for row in report["results"]:
         for recipe in ("ours", "seed"):
             stages = row[recipe]
