@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..shared.protocol import ErrorCode
-from .engines.presets import IGNORE_PATTERNS, PICKLE_SUFFIXES, PRESETS, DiffusionPreset, ModelRef
+from .engines.diffusion.presets import IGNORE_PATTERNS, PICKLE_SUFFIXES, PRESETS, DiffusionPreset, ModelRef
 from .errors import EngineError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

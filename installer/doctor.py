@@ -120,6 +120,24 @@ def _engine_rows() -> list[Row]:
     return rows
 
 
+def _plan_rows() -> list[Row]:
+    """The memory plan of the first diffusion preset whose weights are here (or of the default
+    preset): which policy it will use on this GPU and RAM, or what the machine lacks."""
+    try:
+        from ..backend import models
+        from ..backend.engines.diffusion import memory
+        from ..backend.engines.diffusion.presets import PRESETS
+
+        name = models.first_present_preset() or next(iter(PRESETS))
+        vram, ram, gpu = memory.this_machine()
+        plan = memory.plan(PRESETS[name], vram, ram, quantisation=memory.quantisation_available())
+    except Exception as exc:  # the doctor reports, it never fails on a check
+        return [Row("memory plan", WARN, f"could not be worked out: {exc}")]
+    detail = f"{name} on {gpu}: " + (f"{plan.policy.value} ({plan.reason})" if plan.fits else plan.reason)
+    fix = "" if plan.fits else f"touchup models plan --preset {name} (or a lighter preset)"
+    return [Row("memory plan", OK if plan.fits else WARN, detail, fix)]
+
+
 def _backend_rows(endpoint: str | None) -> tuple[list[Row], str | None]:
     from ..shared.client import BackendError, Client
 
@@ -295,6 +313,7 @@ def collect(
     rows = [_python_row(), Row("touchup", OK, __version__)]
     rows += _torch_rows()
     rows += _engine_rows()
+    rows += _plan_rows()
     backend, version = _backend_rows(endpoint)
     rows += backend
     try:

@@ -17,10 +17,10 @@ from .base import Capabilities, Engine, EngineOutput, EngineRequest, Preset, Ref
 #: The first entry is the default.
 ENGINES: dict[str, str] = {
     "classic": ".classic:ClassicEngine",
-    "qwen-edit": ".diffusion_qwen_edit:QwenEditEngine",
-    "flux-kontext": ".diffusion_flux_kontext:FluxKontextEngine",
-    "flux-fill": ".diffusion_flux_fill:FluxFillEngine",
-    "sdxl-inpaint": ".diffusion_sdxl_inpaint:SdxlInpaintEngine",
+    "qwen-edit": ".diffusion.qwen_edit:QwenEditEngine",
+    "flux-kontext": ".diffusion.flux_kontext:FluxKontextEngine",
+    "flux-fill": ".diffusion.flux_fill:FluxFillEngine",
+    "sdxl-inpaint": ".diffusion.sdxl_inpaint:SdxlInpaintEngine",
 }
 
 DEFAULT_ENGINE = "classic"

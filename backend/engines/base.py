@@ -8,9 +8,12 @@ CPU ``classic`` engine and the diffusion engines interchangeable.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +22,46 @@ import numpy as np
 ProgressFn = Callable[[str, int, int, "np.ndarray | None"], None]
 #: Returns True once the user has cancelled; engines check it between steps and raise Cancelled.
 CancelFn = Callable[[], bool]
+
+
+class SizeRule(str, Enum):
+    """How the working size of a crop is chosen."""
+
+    #: Area near ``target_area``, sides rounded to ``multiple`` and clamped to [min_side, max_side].
+    CLAMPED = "clamped"
+    #: The size the pipeline itself resizes every condition image to (area ``target_area``, sides
+    #: rounded to ``multiple``, no clamp), chosen so that resizing it again changes nothing: the
+    #: crop is then resampled once, and the output grid is the condition grid.
+    PIPELINE_AREA = "pipeline_area"
+
+
+def _area_rounded(area: int, ratio: float, multiple: int) -> tuple[int, int]:
+    """The sides a pipeline computes for ``ratio`` (width/height) at ``area`` (Qwen's rule)."""
+    width = math.sqrt(area * ratio)
+    height = width / ratio
+    return round(width / multiple) * multiple, round(height / multiple) * multiple
+
+
+@lru_cache(maxsize=16)
+def _area_fixed_points(area: int, multiple: int) -> tuple[tuple[int, int], ...]:
+    """Every size the area rule maps to itself (at most a few hundred)."""
+    points = []
+    w = multiple
+    while w * multiple <= area * 1.2 and w <= 64 * math.isqrt(area):
+        h0 = round(area / w / multiple) * multiple
+        for h in (h0 - multiple, h0, h0 + multiple):
+            if h >= multiple and _area_rounded(area, w / h, multiple) == (w, h):
+                points.append((w, h))
+        w += multiple
+    return tuple(sorted(set(points)))
+
+
+def pipeline_area_size(width: int, height: int, area: int, multiple: int) -> tuple[int, int]:
+    """The working size under :attr:`SizeRule.PIPELINE_AREA` for a ``width`` x ``height`` crop:
+    the pipeline's fixed size whose aspect ratio is nearest the crop's."""
+    points = _area_fixed_points(int(area), int(multiple))
+    target = math.log(max(width, 1) / max(height, 1))
+    return min(points, key=lambda p: (abs(math.log(p[0] / p[1]) - target), -p[0] * p[1]))
 
 
 @dataclass(frozen=True)
@@ -36,6 +79,7 @@ class WorkingSize:
     max_side: int = 2048
     #: Never shrink a crop larger than the target (CPU engines work at native resolution).
     allow_downscale: bool = True
+    rule: SizeRule = SizeRule.CLAMPED
 
 
 @dataclass(frozen=True)

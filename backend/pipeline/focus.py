@@ -18,7 +18,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ...shared.geometry import Rect
-from ..engines.base import WorkingSize
+from ..engines.base import SizeRule, WorkingSize, pipeline_area_size
 from .imaging import rgb_float
 
 #: Above this many islands (a speckled soft mask) neighbours are pre-grouped with one dilation
@@ -157,6 +157,8 @@ def working_size(width: int, height: int, working: WorkingSize) -> tuple[int, in
     ``[min_side, max_side]`` -- those limits are hard (a model cannot run outside them), so a
     crop of extreme aspect ratio is stretched along its short side rather than rejected.
     """
+    if working.rule == SizeRule.PIPELINE_AREA:
+        return pipeline_area_size(width, height, working.target_area, working.multiple)
     mult = max(1, int(working.multiple))
     lo = max(mult, math.ceil(working.min_side / mult) * mult)
     hi = max(lo, (int(working.max_side) // mult) * mult)

@@ -541,7 +541,7 @@ def resolve_default_engine(config: Config) -> str:
     Only file lookups happen here (no torch import), so start-up stays fast without a GPU.
     """
     try:
-        from ..engines.presets import engine_for_preset
+        from ..engines.diffusion.presets import engine_for_preset
         from ..models import first_present_preset
 
         preset = first_present_preset(config.models_dir)

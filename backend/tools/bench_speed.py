@@ -8,8 +8,8 @@ script: focus crop of the whole canvas with a 64 px margin in 1-megapixel space,
 ~1 MP, bicubic resize back, grown-and-blurred mask blend, paste into a copy of the canvas) with
 the same loaded model, steps and seed, so the non-model overhead of both can be compared.
 
-``--tiny`` builds tiny random models in a temporary HF-cache folder and runs on the CPU: the
-numbers then only show the plumbing, not the models.
+Without weights, ``scripts/gpu_check.sh`` measures the real architectures with random weights
+(and, with ``--tiny``, runs this benchmark's code on tiny models on the CPU).
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +47,6 @@ def register_speed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("speed", help="per-stage times of a diffusion preset vs the seed recipe")
     p.add_argument("--preset", default="refine-anything", help="diffusion preset (default: refine-anything)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
-    p.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (plumbing only)")
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
     p.add_argument("--repeat", type=int, default=3, help="warm runs per case (median reported)")
     p.add_argument("--memory-policy", default=None, help="force a memory policy (default: auto)")
@@ -199,8 +194,8 @@ def _fmt(v: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engines.diffusion_base import diffusion_libraries_missing
-    from ..engines.presets import PRESETS
+    from ..engines.diffusion.engine import diffusion_libraries_missing
+    from ..engines.diffusion.presets import PRESETS
 
     missing = diffusion_libraries_missing()
     if missing:
@@ -220,25 +215,7 @@ def run(args: argparse.Namespace) -> int:
         options["memory_policy"] = args.memory_policy
     if args.models_dir:
         options["models_dir"] = args.models_dir
-    seed_area = 1024 * 1024
-    if args.tiny:
-        from ..engines import diffusion_tiny
-
-        cache = Path(tempfile.mkdtemp(prefix="touchup-bench-"))
-        print(f"building tiny models for {args.preset} ...", file=sys.stderr)
-        diffusion_tiny.build_tiny_hub(cache, [args.preset])
-        os.environ["HF_HUB_CACHE"] = str(cache)
-        diffusion_tiny.patch_for_tiny_runs()
-        options.update(
-            {k: v for k, v in diffusion_tiny.TINY_OPTIONS.items() if k not in ("preview_every", "device")}
-        )
-        options["device"] = "cpu" if args.device == "auto" else args.device
-        seed_area = diffusion_tiny.TINY_OPTIONS["working"]["target_area"]
-    try:
-        return _run(args, preset, options, seed_area)
-    finally:
-        if args.tiny:
-            shutil.rmtree(cache, ignore_errors=True)
+    return _run(args, preset, options, 1024 * 1024)
 
 
 def _run(args: argparse.Namespace, preset: Any, options: dict[str, Any], seed_area: int) -> int:
@@ -266,7 +243,7 @@ def _run(args: argparse.Namespace, preset: Any, options: dict[str, Any], seed_ar
 
     header = {
         "preset": args.preset,
-        "tiny": bool(args.tiny),
+        "tiny": bool(getattr(args, "tiny", False)),
         "device": status.get("device"),
         "dtype": status.get("dtype"),
         "memory_policy": status.get("memory_policy"),
@@ -277,7 +254,7 @@ def _run(args: argparse.Namespace, preset: Any, options: dict[str, Any], seed_ar
         print(json.dumps({**header, "results": results}, indent=2))
         return 0
     print(
-        f"preset {header['preset']}{' (tiny random model)' if args.tiny else ''}: device {header['device']}, "
+        f"preset {header['preset']}{' (tiny random model)' if header['tiny'] else ''}: device {header['device']}, "
         f"{header['dtype']}, memory policy {header['memory_policy']}, {header['steps']} steps, load {load_s:.1f} s"
     )
     cols = ["total", "condition_encode", "denoise", "vae_decode", "crop", "paste", "overhead"]

@@ -1,4 +1,4 @@
-"""``touchup models list|download NAME|verify NAME``: the weights of the diffusion presets."""
+"""``touchup models list|download NAME|verify NAME|plan``: the diffusion presets, their weights and memory plans."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _unknown_preset(name: str) -> bool:
     """True (after saying so on stderr) when ``name`` is not a preset of the table."""
-    from ...engines.presets import PRESETS
+    from ...engines.diffusion.presets import PRESETS
 
     if name in PRESETS:
         return False
@@ -89,6 +89,82 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The hardware cells of the docs table (GB of free VRAM x GB of available host RAM).
+TABLE_VRAM = (8, 12, 16, 24, 48, 80)
+TABLE_RAM = (16, 32, 64)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """The memory plan per preset for this machine, a hypothetical one, or every table cell."""
+    from ...engines.diffusion import memory
+    from ...engines.diffusion.presets import PRESETS
+
+    if args.preset and _unknown_preset(args.preset):
+        return 2
+    names = [args.preset] if args.preset else list(PRESETS)
+    if args.table:
+        cells = [(float(v), float(r)) for v in TABLE_VRAM for r in TABLE_RAM]
+        machine = "table"
+        quantisation = True
+    else:
+        vram, ram, gpu_name = memory.this_machine()
+        machine = f"this machine ({gpu_name})"
+        if args.vram is not None or args.ram is not None:
+            machine = "hypothetical"
+            vram = args.vram if args.vram is not None else vram
+            ram = args.ram if args.ram is not None else ram
+            quantisation = True  # the diffusion extra brings bitsandbytes where it has wheels
+        else:
+            quantisation = memory.quantisation_available()
+        cells = [(vram, ram)]
+    plans = [
+        memory.plan(PRESETS[name], vram, ram, quantisation=quantisation)
+        for name in names
+        for vram, ram in cells
+    ]
+    if args.json:
+        print(json.dumps({"machine": machine, "plans": [p.to_dict() for p in plans]}, indent=2))
+        return 0
+    if args.table and args.markdown:
+        print(markdown_table(plans))
+        return 0
+    if not args.table:
+        vram, ram = cells[0]
+        gpu = f"{vram:.1f} GB VRAM free" if vram is not None else "no CUDA GPU"
+        print(f"{machine}: {gpu}" + (f", {ram:.1f} GB RAM available" if ram is not None else ""))
+    width = max(len(n) for n in names)
+    for p in plans:
+        where = f"{p.vram_gb:>4.0f} GB VRAM {p.ram_gb:>3.0f} GB RAM  " if args.table else ""
+        if p.fits and p.cost is not None:
+            c = p.cost
+            print(
+                f"{p.preset:<{width}}  {where}{p.policy.value:<18} peak {c.vram_gb:5.1f} GB VRAM, "
+                f"{c.ram_gb:5.1f} GB RAM, speed x{c.speed:.2f}  ({p.reason})"
+            )
+        else:
+            print(f"{p.preset:<{width}}  {where}{p.reason}")
+    return 0
+
+
+def markdown_table(plans: list) -> str:
+    """One row per preset and VRAM size, one column per RAM size: the policy with its peak VRAM
+    and RAM, or what a machine would need."""
+    rows: dict[tuple[str, float], dict[float, str]] = {}
+    for p in plans:
+        if p.fits and p.cost is not None:
+            cell = f"`{p.policy.value}` ({p.cost.vram_gb:.0f} / {p.cost.ram_gb:.0f} GB)"
+        else:
+            cell = p.reason
+        rows.setdefault((p.preset, p.vram_gb), {})[p.ram_gb] = cell
+    lines = [
+        "| preset | VRAM | " + " | ".join(f"{r} GB RAM" for r in TABLE_RAM) + " |",
+        "|---|---|" + "---|" * len(TABLE_RAM),
+    ]
+    for (preset, vram), cells in rows.items():
+        lines.append(f"| `{preset}` | {vram:g} GB | " + " | ".join(cells[float(r)] for r in TABLE_RAM) + " |")
+    return "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, download and verify diffusion model weights")
     p.add_argument(
@@ -112,5 +188,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     ve.add_argument("name", help="preset name")
     ve.add_argument("--quick", action="store_true", help="skip the checksums of large files")
     ve.set_defaults(func=_verify)
+
+    pl = cmds.add_parser(
+        "plan", help="which memory policy each preset uses here (or on a machine you describe)"
+    )
+    pl.add_argument("--preset", help="one preset (default: all)")
+    pl.add_argument("--vram", type=float, help="free GPU memory in GB of a hypothetical machine")
+    pl.add_argument("--ram", type=float, help="available host RAM in GB of a hypothetical machine")
+    pl.add_argument("--table", action="store_true", help="every cell of the docs table (8-80 GB x 16-64 GB)")
+    pl.add_argument("--markdown", action="store_true", help="with --table: the docs table in Markdown")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=_plan)
 
     p.set_defaults(func=lambda args: p.print_help() or 2)

@@ -2,18 +2,20 @@
 
 A preset names the weights it needs (a base pipeline repository plus LoRAs), the dtype, the
 working area and size multiple of the focus crop, default steps/guidance, what the plugins may
-offer (capabilities), the scheduler override and model options. Engines read entries from this
-table; adding a model is adding an entry, not a branch. Nothing here imports torch, so the
-backend can describe presets (``hello``, ``touchup models list``) without the diffusion extra.
+offer (capabilities), the scheduler override, model options and the sizes the memory planner
+needs. Engines read entries from this table; adding a model is adding an entry, not a branch.
+Nothing here imports torch, so the backend can describe presets (``hello``, ``touchup models
+list``, ``touchup models plan``) without the diffusion extra.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from .base import Capabilities, Preset, WorkingSize
+from ..base import Capabilities, Preset, SizeRule, WorkingSize
 
 #: Weight formats that are pickles: loading one can run arbitrary code, so they are refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -79,6 +81,45 @@ class LoraRef:
         return self.model.files[0]
 
 
+class Role(str, Enum):
+    """What a pipeline component does; the memory planner places components by role."""
+
+    DENOISER = "denoiser"
+    TEXT_ENCODER = "text_encoder"
+    VAE = "vae"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One weight-carrying component of a pipeline and its parameter count.
+
+    The counts are those of the real architectures, computed from the repositories' configs
+    on the meta device (a test re-computes them from the vendored configs).
+    """
+
+    name: str
+    role: Role
+    params: int
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """What a preset's run needs besides its weights, at the preset's working area (GiB).
+
+    ``activations``: the denoiser's working memory for one step; ``vae_decode`` /
+    ``vae_decode_tiled``: the peak of decoding the result without / with VAE tiling.
+    Estimates, refined by ``scripts/gpu_check.sh`` on real hardware.
+    """
+
+    components: tuple[Component, ...]
+    activations: float
+    vae_decode: float
+    vae_decode_tiled: float
+
+    def by_role(self, role: Role) -> list[Component]:
+        return [c for c in self.components if c.role == role]
+
+
 @dataclass(frozen=True)
 class DiffusionPreset(Preset):
     """A :class:`Preset` with what a diffusers pipeline needs to run it.
@@ -93,6 +134,8 @@ class DiffusionPreset(Preset):
     base: ModelRef | None = None
     loras: tuple[LoraRef, ...] = ()
     dtype: str = "bfloat16"
+    #: The dtype on GPUs without bfloat16 (before Ampere); None: none works, bfloat16 is emulated.
+    fallback_dtype: str | None = None
     #: Keys overriding the checkpoint's scheduler config (``None``: keep the checkpoint's).
     scheduler: dict[str, Any] | None = None
     #: Extra keyword arguments for every pipeline call (e.g. ``negative_prompt``).
@@ -103,13 +146,62 @@ class DiffusionPreset(Preset):
     default_prompt: str = ""
     #: ``{prompt}`` is replaced by the user's text in regenerate mode.
     regenerate_prompt: str = "{prompt}"
-    #: Free VRAM (GiB) each memory policy needs, in order of preference (fastest first).
-    vram_gb: dict[str, float] = field(default_factory=dict)
+    #: The selection goes to the model as a last black-and-white image (RefineAnything was
+    #: trained to read it; plain Qwen-Image-Edit was not, so it never sees it).
+    spatial_image: bool = False
+    #: Inpainting pipelines: denoising strength per mode (``None``: not an inpainting preset).
+    #: Refine keeps part of the selected content; the user's strength scales it.
+    refine_strength: float | None = None
+    regenerate_strength: float | None = None
+    memory: MemoryProfile | None = None
 
     def models(self) -> list[ModelRef]:
         """Every repository the preset needs, base first."""
         return [m for m in [self.base, *(lora.model for lora in self.loras)] if m is not None]
 
+
+# Parameter counts of the real architectures (tests/diffusion re-computes them from the vendored
+# configs on the meta device and fails when they drift).
+QWEN_TRANSFORMER_PARAMS = 20_430_401_088
+QWEN_TEXT_ENCODER_PARAMS = 8_292_166_656
+QWEN_VAE_PARAMS = 126_892_531
+FLUX_TRANSFORMER_PARAMS = 11_901_408_320
+FLUX_FILL_TRANSFORMER_PARAMS = 11_902_391_360
+FLUX_CLIP_PARAMS = 123_060_480
+FLUX_T5_PARAMS = 4_762_310_656
+FLUX_VAE_PARAMS = 83_819_683
+SDXL_UNET_PARAMS = 2_567_478_084
+SDXL_CLIP_PARAMS = 123_060_480
+SDXL_CLIP_G_PARAMS = 694_659_840
+SDXL_VAE_PARAMS = 83_653_863
+
+
+def flux_memory(transformer_params: int) -> MemoryProfile:
+    """FLUX.1 [dev] variants share the text encoders and VAE."""
+    return MemoryProfile(
+        components=(
+            Component("transformer", Role.DENOISER, transformer_params),
+            Component("text_encoder", Role.TEXT_ENCODER, FLUX_CLIP_PARAMS),
+            Component("text_encoder_2", Role.TEXT_ENCODER, FLUX_T5_PARAMS),
+            Component("vae", Role.VAE, FLUX_VAE_PARAMS),
+        ),
+        activations=2.0,
+        vae_decode=4.0,
+        vae_decode_tiled=1.5,
+    )
+
+
+SDXL_MEMORY = MemoryProfile(
+    components=(
+        Component("unet", Role.DENOISER, SDXL_UNET_PARAMS),
+        Component("text_encoder", Role.TEXT_ENCODER, SDXL_CLIP_PARAMS),
+        Component("text_encoder_2", Role.TEXT_ENCODER, SDXL_CLIP_G_PARAMS),
+        Component("vae", Role.VAE, SDXL_VAE_PARAMS),
+    ),
+    activations=1.5,
+    vae_decode=3.5,
+    vae_decode_tiled=1.2,
+)
 
 APACHE = "Apache-2.0"
 FLUX_DEV_LICENCE = (
@@ -141,8 +233,9 @@ LIGHTNING_4 = LoraRef(
     adapter="lightning",
 )
 
-#: The few-step scheduler the Lightning LoRAs were distilled with (fixed shift of 3).
-LIGHTNING_SCHEDULER: dict[str, Any] = {
+#: RefineAnything's scheduler: the one the Lightning LoRAs were distilled with (fixed shift 3).
+#: Its reference code builds it for every run, with or without Lightning.
+REFERENCE_SCHEDULER: dict[str, Any] = {
     "base_image_seq_len": 256,
     "max_image_seq_len": 8192,
     "base_shift": math.log(3),
@@ -159,6 +252,9 @@ LIGHTNING_SCHEDULER: dict[str, Any] = {
 }
 
 MEGAPIXEL = WorkingSize(target_area=1024 * 1024, multiple=16, min_side=256, max_side=2048)
+#: QwenImageEditPlusPipeline resizes every condition image to this rule itself; the crop is made
+#: exactly that size so nothing is resampled twice and the output grid is the condition grid.
+QWEN_CONDITION_SIZE = WorkingSize(target_area=1024 * 1024, multiple=32, rule=SizeRule.PIPELINE_AREA)
 QWEN_CAPS = Capabilities(
     reference=True,
     max_references=1,
@@ -169,26 +265,43 @@ QWEN_CAPS = Capabilities(
     guidance=True,
     strength=False,
 )
-QWEN_VRAM = {"gpu": 62.0, "model_offload": 44.0, "quant8": 32.0, "quant4": 20.0, "group_offload": 6.0}
 REFINE_PROMPT = "Refine the details of the marked region."
 QWEN_REGENERATE = "Regenerate the marked region from scratch so that it shows: {prompt}"
+#: Plain Qwen-Image-Edit is told about the image alone: the crop is centred on the selection and
+#: paste-back keeps only the selection, so no region marker is needed (a drawn marker would be
+#: an edit the model keeps, and the mask image is a picture only the RefineAnything LoRA reads).
+PLAIN_REFINE_PROMPT = "Refine the details of this image: sharper, cleaner, without changing its content."
+PLAIN_REGENERATE = "Change the subject in the middle of this image so that it shows: {prompt}"
 QWEN_CALL = {"negative_prompt": " "}
+#: Parameter counts from the real configs (Qwen-Image-Edit-2509 and -2511 share them).
+QWEN_MEMORY = MemoryProfile(
+    components=(
+        Component("transformer", Role.DENOISER, QWEN_TRANSFORMER_PARAMS),
+        Component("text_encoder", Role.TEXT_ENCODER, QWEN_TEXT_ENCODER_PARAMS),
+        Component("vae", Role.VAE, QWEN_VAE_PARAMS),
+    ),
+    activations=3.0,
+    vae_decode=10.0,
+    vae_decode_tiled=2.0,
+)
 
 #: What every Qwen-Image-Edit preset shares.
 _QWEN_EDIT_COMMON: dict[str, Any] = dict(
     family="qwen-edit",
     pipeline="QwenImageEditPlusPipeline",
-    working=MEGAPIXEL,
+    working=QWEN_CONDITION_SIZE,
     capabilities=QWEN_CAPS,
     call=QWEN_CALL,
     guidance_arg="true_cfg_scale",
-    default_prompt=REFINE_PROMPT,
-    regenerate_prompt=QWEN_REGENERATE,
-    vram_gb=QWEN_VRAM,
+    memory=QWEN_MEMORY,
 )
 _REFINE_ANYTHING_COMMON: dict[str, Any] = dict(
     _QWEN_EDIT_COMMON,
     base=QWEN_2511,
+    scheduler=REFERENCE_SCHEDULER,
+    spatial_image=True,
+    default_prompt=REFINE_PROMPT,
+    regenerate_prompt=QWEN_REGENERATE,
     # The authors' pinned environment (diffusers 0.36) predates the 2511 zero-cond-t path and they
     # report colour shifts with other versions, so the LoRA runs as they ran it by default.
     options={"zero_cond_t": False},
@@ -199,7 +312,6 @@ _PRESET_LIST: list[DiffusionPreset] = [
         "refine-anything",
         "RefineAnything on Qwen-Image-Edit-2511, Lightning 8 steps (best detail restoration).",
         loras=(REFINE_ANYTHING_LORA, LIGHTNING_8),
-        scheduler=LIGHTNING_SCHEDULER,
         defaults={"steps": 8, "guidance": 1.0},
         **_REFINE_ANYTHING_COMMON,
     ),
@@ -207,7 +319,6 @@ _PRESET_LIST: list[DiffusionPreset] = [
         "refine-anything-fast",
         "RefineAnything with the 4-step Lightning LoRA (about twice as fast, slightly softer).",
         loras=(REFINE_ANYTHING_LORA, LIGHTNING_4),
-        scheduler=LIGHTNING_SCHEDULER,
         defaults={"steps": 4, "guidance": 1.0},
         **_REFINE_ANYTHING_COMMON,
     ),
@@ -224,6 +335,8 @@ _PRESET_LIST: list[DiffusionPreset] = [
         base=QWEN_2511,
         defaults={"steps": 40, "guidance": 4.0},
         options={"zero_cond_t": None},  # the checkpoint's own setting
+        default_prompt=PLAIN_REFINE_PROMPT,
+        regenerate_prompt=PLAIN_REGENERATE,
         **_QWEN_EDIT_COMMON,
     ),
     DiffusionPreset(
@@ -232,6 +345,8 @@ _PRESET_LIST: list[DiffusionPreset] = [
         base=QWEN_2509,
         defaults={"steps": 40, "guidance": 4.0},
         options={"zero_cond_t": None},  # the checkpoint's own setting
+        default_prompt=PLAIN_REFINE_PROMPT,
+        regenerate_prompt=PLAIN_REGENERATE,
         **_QWEN_EDIT_COMMON,
     ),
     DiffusionPreset(
@@ -248,7 +363,8 @@ _PRESET_LIST: list[DiffusionPreset] = [
         default_prompt="Restore sharp, clean detail in this image without changing its content.",
         regenerate_prompt="Redraw this image so that it shows: {prompt}",
         defaults={"steps": 28, "guidance": 2.5},
-        vram_gb={"gpu": 36.0, "model_offload": 26.0, "quant8": 20.0, "quant4": 14.0, "group_offload": 4.0},
+        fallback_dtype="float16",
+        memory=flux_memory(FLUX_TRANSFORMER_PARAMS),
         options={"user_lora": True},
     ),
     DiffusionPreset(
@@ -263,8 +379,13 @@ _PRESET_LIST: list[DiffusionPreset] = [
         ),
         guidance_arg="guidance_scale",
         default_prompt="",
-        defaults={"steps": 50, "guidance": 30.0, "strength": 1.0},
-        vram_gb={"gpu": 36.0, "model_offload": 26.0, "quant8": 20.0, "quant4": 14.0, "group_offload": 4.0},
+        defaults={"steps": 50, "guidance": 30.0},
+        # The model was trained to fill from noise; refining starts from the selection noised
+        # to 80 %, so its shapes and colours survive.
+        refine_strength=0.8,
+        regenerate_strength=1.0,
+        fallback_dtype="float16",
+        memory=flux_memory(FLUX_FILL_TRANSFORMER_PARAMS),
     ),
     DiffusionPreset(
         "sdxl-inpaint",
@@ -280,8 +401,12 @@ _PRESET_LIST: list[DiffusionPreset] = [
         call={"negative_prompt": "blurry, low quality, artifacts"},
         guidance_arg="guidance_scale",
         default_prompt="high quality, detailed",
-        defaults={"steps": 30, "guidance": 7.5, "strength": 0.99},
-        vram_gb={"gpu": 10.0, "model_offload": 6.0, "group_offload": 3.0},
+        defaults={"steps": 30, "guidance": 7.5},
+        # The model card: use strength below 1.0 (at 1.0 the result degrades). Refine keeps the
+        # selection's content; regenerate redraws it.
+        refine_strength=0.7,
+        regenerate_strength=0.99,
+        memory=SDXL_MEMORY,
     ),
 ]
 

@@ -1,9 +1,8 @@
 """Tiny random diffusion models for the tests, in a temporary folder laid out like the HF cache.
 
-The builders live in the package (``touchup.backend.engines.diffusion_tiny``) because
-``touchup bench speed --tiny`` uses them too; this module adds what only tests need: one shared
-build per test session, a copy that a test may damage, and the environment that points the
-loading code at it.
+The builders live in ``tiny_pipelines`` (``scripts/gpu_check.sh --tiny`` uses them too); this
+module adds what only tests need: one shared build per test session, a copy that a test may
+damage, and the environment that points the loading code at it.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from touchup.backend.engines.presets import PRESETS
+from touchup.backend.engines.diffusion.presets import PRESETS
 from touchup.backend.models import repo_folder_name
 
 #: Every preset of the table: each one must load and run through the real code.
@@ -27,7 +26,7 @@ _BUILT: dict[str, Path] = {}
 def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An HF-cache folder with tiny weights for every preset (built once per session)."""
     if "hub" not in _BUILT:
-        from touchup.backend.engines.diffusion_tiny import build_tiny_hub
+        from tiny_pipelines import build_tiny_hub
 
         root = tmp_path_factory.mktemp("tiny-hub")
         _BUILT["hub"] = build_tiny_hub(root / "cache", staging=root / "staging")
@@ -44,7 +43,7 @@ def writable_copy(hub: Path, dest: Path, repos: list[str]) -> Path:
 
 def use_hub(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
     """Point model lookup at ``cache``, offline, with the Qwen condition sizes shrunk for tiny runs."""
-    from touchup.backend.engines.diffusion_tiny import patch_for_tiny_runs
+    from tiny_pipelines import patch_for_tiny_runs
 
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -53,10 +52,12 @@ def use_hub(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
 
 def tiny_engine(preset: str, **options: Any):
     """The engine that runs ``preset``, configured for tiny models on the CPU."""
-    from touchup.backend.engines import create_engine
-    from touchup.backend.engines.diffusion_tiny import TINY_OPTIONS
+    from tiny_pipelines import tiny_options
 
-    return create_engine(PRESETS[preset].family, {**TINY_OPTIONS, **options})
+    from touchup.backend.engines import create_engine
+
+    family = PRESETS[preset].family
+    return create_engine(family, {**tiny_options(family), **options})
 
 
 def require_diffusion() -> None:
@@ -65,7 +66,7 @@ def require_diffusion() -> None:
     CI installs the diffusion extra and sets TOUCHUP_REQUIRE_EDITORS=1 (or
     TOUCHUP_REQUIRE_DIFFUSION=1), so a broken install there cannot pass as a skip.
     """
-    from touchup.backend.engines.diffusion_base import diffusion_libraries_missing
+    from touchup.backend.engines.diffusion.engine import diffusion_libraries_missing
 
     missing = diffusion_libraries_missing()
     if not missing:

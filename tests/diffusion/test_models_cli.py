@@ -62,8 +62,7 @@ def fake_hub(remote, monkeypatch):
     """Replace huggingface_hub's downloads by copies from ``remote`` into an HF-cache layout."""
     import huggingface_hub
     from huggingface_hub.utils import filter_repo_objects
-
-    from touchup.backend.engines.diffusion_tiny import add_to_cache
+    from tiny_pipelines import add_to_cache
 
     calls = []
 

@@ -1,8 +1,14 @@
 """Qwen-Image-Edit family: RefineAnything (a LoRA on 2511) and plain Qwen-Image-Edit 2509/2511.
 
-All run through diffusers' ``QwenImageEditPlusPipeline`` with ``image = [crop, reference?,
-mask as RGB]``: the pipeline sizes its output from the last image, which is the mask at the
-crop's size, and RefineAnything was trained to read that last image as the region to refine.
+All run through diffusers' ``QwenImageEditPlusPipeline``. RefineAnything gets what its reference
+script gives it: ``image = [crop, reference?, selection as a black-and-white RGB image]`` and no
+``height``/``width`` -- the pipeline sizes its output from the last image, which has the crop's
+size, so the output grid is the crop's condition grid. Plain Qwen-Image-Edit never saw such a
+mask picture in training, so it gets ``[crop, reference?]`` and the instruction alone, with the
+output size given explicitly as the crop's (a reference of another shape must not size it).
+
+The crop arrives at exactly the size the pipeline resizes condition images to
+(:data:`~.presets.QWEN_CONDITION_SIZE`), so the pipeline's own resize is a no-op.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import RefineParams
-from .diffusion_base import DiffusionEngine, binary_mask, to_pil
+from ..base import RefineParams
+from .engine import DiffusionEngine, binary_mask, to_pil
 from .presets import DiffusionPreset
 
 log = logging.getLogger(__name__)
@@ -87,7 +93,6 @@ class QwenEditEngine(DiffusionEngine):
     name = "qwen-edit"
     family = "qwen-edit"
     description = "RefineAnything and Qwen-Image-Edit (2509/2511): instruction and reference refinement."
-    quantize_components = ("transformer", "text_encoder")
     packed_latents = True
 
     def _extra_components(self, preset: DiffusionPreset, folder: Path, dtype: Any) -> dict[str, Any]:
@@ -112,10 +117,15 @@ class QwenEditEngine(DiffusionEngine):
         prompt: str,
         params: RefineParams,
     ) -> dict[str, Any]:
-        spatial = np.repeat(binary_mask(mask)[:, :, None], 3, axis=2)
-        images = [
-            to_pil(crop),
-            *(to_pil(r) for r in references[: preset.capabilities.max_references]),
-            to_pil(spatial),
-        ]
-        return {"image": images, "prompt": prompt}
+        images = [to_pil(crop), *(to_pil(r) for r in references[: preset.capabilities.max_references])]
+        if preset.spatial_image:
+            images.append(to_pil(np.repeat(binary_mask(mask)[:, :, None], 3, axis=2)))
+            return {"image": images, "prompt": prompt}
+        # The output size is the pipeline's own condition size of the crop (the crop's size at
+        # the default working size), so the output grid is the crop's condition grid even when
+        # a reference of another shape is the last image.
+        from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as pipeline_module
+
+        h, w = crop.shape[:2]
+        width, height = pipeline_module.calculate_dimensions(pipeline_module.VAE_IMAGE_SIZE, w / h)
+        return {"image": images, "prompt": prompt, "height": height, "width": width}

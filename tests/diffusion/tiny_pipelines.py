@@ -1,10 +1,10 @@
 """Tiny random-initialised stand-ins for every preset's weights, laid out like the HF cache.
 
 They let the real loading code (``from_pretrained``, ``load_lora_weights``, the cache lookup,
-the safetensors checks) and the whole refine path run on a CPU in seconds, with no hub: CI and
-``touchup bench speed --tiny`` use them. Architectures follow diffusers' own pipeline tests;
-tokenizers and processors are built locally (byte-level vocabularies), never downloaded. The
-images they produce are noise -- only shapes, timing and plumbing are meaningful.
+the safetensors checks) and the whole refine path run on a CPU in seconds, with no hub: the
+tests and ``scripts/gpu_check.sh --tiny`` use them. Tokenizers and processors are built locally
+(byte-level vocabularies), never downloaded. The images they produce are noise -- only shapes,
+calls, timing and plumbing are meaningful. Test code only: the product never builds fake models.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .presets import PRESETS, LoraRef, ModelRef
+from touchup.backend.engines.diffusion.presets import PRESETS, LoraRef, ModelRef
 
 QWEN_SPECIALS = [
     "<|im_start|>",
@@ -72,84 +72,129 @@ def t5_tokenizer() -> Any:
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
-def clip_text_config(**extra: Any) -> Any:
-    from transformers import CLIPTextConfig
+#: The real configuration files of every base repository (see configs/SOURCES.md).
+CONFIGS = Path(__file__).parent / "configs"
 
-    return CLIPTextConfig(
-        bos_token_id=512,
-        eos_token_id=513,
-        pad_token_id=513,
+
+def real_config(repo: str, component: str) -> dict[str, Any]:
+    """A vendored real config: ``model_index.json`` for ``component=""``, else the component's
+    ``config.json`` (``scheduler_config.json`` for the scheduler)."""
+    if not component:
+        return json.loads((CONFIGS / repo / "model_index.json").read_text())
+    name = "scheduler_config.json" if component == "scheduler" else "config.json"
+    return json.loads((CONFIGS / repo / component / name).read_text())
+
+
+def _diffusers_model(repo: str, component: str, **shrink: Any) -> Any:
+    """A diffusers model of the real class and config, with only the sizes in ``shrink`` changed."""
+    import diffusers
+    import torch
+
+    config = real_config(repo, component)
+    cls = getattr(diffusers, config["_class_name"])
+    torch.manual_seed(0)
+    return cls.from_config({**config, **shrink})
+
+
+def _scheduler(repo: str) -> Any:
+    import diffusers
+
+    config = real_config(repo, "scheduler")
+    return getattr(diffusers, config["_class_name"]).from_config(config)
+
+
+def _transformers_config(repo: str, component: str, **shrink: Any) -> dict[str, Any]:
+    config = real_config(repo, component)
+    return {k: v for k, v in {**config, **shrink}.items() if k not in ("architectures", "torch_dtype")}
+
+
+def clip_text(repo: str, component: str, tokenizer: Any) -> Any:
+    """The repository's CLIP text encoder class and config, shrunk, with the local tokenizer's ids."""
+    import torch
+    import transformers
+
+    config = real_config(repo, component)
+    cls = getattr(transformers, config["architectures"][0])
+    shrink = dict(
         hidden_size=32,
         intermediate_size=37,
-        layer_norm_eps=1e-05,
         num_attention_heads=4,
         num_hidden_layers=2,
-        vocab_size=514,
-        hidden_act="gelu",
         projection_dim=32,
-        **extra,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
     )
+    torch.manual_seed(0)
+    return cls(transformers.CLIPTextConfig(**_transformers_config(repo, component, **shrink)))
 
 
 # -- pipelines -------------------------------------------------------------------------------
 
 
-def qwen_edit_pipeline(zero_cond_t: bool = False) -> Any:
+def qwen_edit_pipeline(repo: str) -> Any:
+    """QwenImageEditPlusPipeline from ``repo``'s real configs with the sizes shrunk.
+
+    Kept as they are: every class, the scheduler config, patch size, the VAE's downsampling
+    (so the pipeline's scale factor is the real 8), ``zero_cond_t``, guidance embedding flags.
+    """
     import torch
-    from diffusers import (
-        AutoencoderKLQwenImage,
-        FlowMatchEulerDiscreteScheduler,
-        QwenImageEditPlusPipeline,
-        QwenImageTransformer2DModel,
-    )
+    from diffusers import QwenImageEditPlusPipeline
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessor
 
-    from .diffusion_qwen_edit import processor_without_video
+    from touchup.backend.engines.diffusion.qwen_edit import processor_without_video
 
-    torch.manual_seed(0)
     tok = qwen_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-    transformer = QwenImageTransformer2DModel(
-        patch_size=2,
-        in_channels=16,
-        out_channels=4,
+    z = 4
+    vae_real = real_config(repo, "vae")
+    vae = _diffusers_model(
+        repo,
+        "vae",
+        base_dim=8,
+        z_dim=z,
+        num_res_blocks=1,
+        latents_mean=vae_real["latents_mean"][:z],
+        latents_std=vae_real["latents_std"][:z],
+    )
+    transformer = _diffusers_model(
+        repo,
+        "transformer",
         num_layers=2,
         attention_head_dim=16,
         num_attention_heads=3,
         joint_attention_dim=16,
-        guidance_embeds=False,
-        axes_dims_rope=(8, 4, 4),
-        zero_cond_t=zero_cond_t,
+        axes_dims_rope=[8, 4, 4],
+        in_channels=4 * z,
+        out_channels=z,
     )
-    vae = AutoencoderKLQwenImage(
-        base_dim=24,
-        z_dim=4,
-        dim_mult=[1, 2, 4],
-        num_res_blocks=1,
-        temperal_downsample=[False, True],
-        latents_mean=[0.0] * 4,
-        latents_std=[1.0] * 4,
+    real = real_config(repo, "text_encoder")
+    rope = {**real["rope_scaling"], "mrope_section": [1, 1, 2], "rope_theta": real["rope_theta"]}
+    text_keys = ("hidden_act", "rms_norm_eps", "rope_theta", "max_position_embeddings", "tie_word_embeddings")
+    text_config = {k: real[k] for k in text_keys}
+    text_config.update(
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        rope_scaling=rope,
+        rope_parameters=rope,
+        vocab_size=len(tok),
     )
-    rope = {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default", "rope_theta": 1000000.0}
+    vision = {
+        **real["vision_config"],
+        "depth": 2,
+        "hidden_size": 16,
+        "intermediate_size": 16,
+        "num_heads": 2,
+        "out_hidden_size": 16,
+        "fullatt_block_indexes": [1],
+    }
     config = Qwen2_5_VLConfig(
-        text_config={
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "rope_scaling": rope,
-            "rope_parameters": rope,
-            "rope_theta": 1000000.0,
-            "vocab_size": len(tok),
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_heads": 2,
-            "out_hidden_size": 16,
-        },
+        text_config=text_config,
+        vision_config=vision,
         hidden_size=16,
         vocab_size=len(tok),
         image_token_id=ids["<|image_pad|>"],
@@ -157,10 +202,11 @@ def qwen_edit_pipeline(zero_cond_t: bool = False) -> Any:
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
+    torch.manual_seed(0)
     text_encoder = Qwen2_5_VLForConditionalGeneration(config)
     processor = processor_without_video(Qwen2VLImageProcessor(), tok)
     return QwenImageEditPlusPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
+        scheduler=_scheduler(repo),
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tok,
@@ -169,151 +215,106 @@ def qwen_edit_pipeline(zero_cond_t: bool = False) -> Any:
     )
 
 
-def _flux_text_parts() -> dict[str, Any]:
-    import torch
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+def _flux_parts(repo: str, **transformer_shrink: Any) -> dict[str, Any]:
+    """Scheduler, VAE, both text encoders and the transformer of a FLUX.1 repository, shrunk.
 
+    The latent channels (16), the transformer's input channels (64, or 384 for Fill) and the
+    VAE's four resolution levels (scale factor 8) are the real ones.
+    """
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    clip_tok, t5_tok = clip_tokenizer(), t5_tokenizer()
+    t5_shrink = dict(d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4)
     torch.manual_seed(0)
     t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=104, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, decoder_start_token_id=0
-        )
+        T5Config(**_transformers_config(repo, "text_encoder_2", **t5_shrink, vocab_size=len(t5_tok)))
     )
     return {
-        "text_encoder": CLIPTextModel(clip_text_config()),
-        "tokenizer": clip_tokenizer(),
+        "scheduler": _scheduler(repo),
+        "vae": _diffusers_model(
+            repo, "vae", block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4
+        ),
+        "text_encoder": clip_text(repo, "text_encoder", clip_tok),
+        "tokenizer": clip_tok,
         "text_encoder_2": t5,
-        "tokenizer_2": t5_tokenizer(),
+        "tokenizer_2": t5_tok,
+        "transformer": _diffusers_model(
+            repo,
+            "transformer",
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8],
+            **transformer_shrink,
+        ),
     }
 
 
-def _flux_vae(latent_channels: int) -> Any:
-    from diffusers import AutoencoderKL
+def flux_kontext_pipeline(repo: str) -> Any:
+    from diffusers import FluxKontextPipeline
 
-    return AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    return FluxKontextPipeline(image_encoder=None, feature_extractor=None, **_flux_parts(repo))
 
 
-def _flux_transformer(in_channels: int, out_channels: int | None = None) -> Any:
-    import torch
-    from diffusers import FluxTransformer2DModel
+def flux_fill_pipeline(repo: str) -> Any:
+    from diffusers import FluxFillPipeline
 
-    torch.manual_seed(0)
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        axes_dims_rope=[4, 4, 8],
-    )
+    return FluxFillPipeline(**_flux_parts(repo))
 
 
-def flux_kontext_pipeline() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxKontextPipeline
+def sdxl_inpaint_pipeline(repo: str) -> Any:
+    """The SDXL inpainting pipeline with its real 9-channel UNet input, shrunk."""
+    from diffusers import StableDiffusionXLInpaintPipeline
 
-    parts = _flux_text_parts()
-    return FluxKontextPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_flux_vae(1),
-        transformer=_flux_transformer(4),
-        image_encoder=None,
-        feature_extractor=None,
-        **parts,
-    )
-
-
-def flux_fill_pipeline() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline
-
-    parts = _flux_text_parts()
-    return FluxFillPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_flux_vae(2),
-        transformer=_flux_transformer(20, 8),
-        **parts,
-    )
-
-
-def sdxl_inpaint_pipeline() -> Any:
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLInpaintPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=80,  # 6 size/crop ids x 8 + 32 pooled text
-        cross_attention_dim=64,
-    )
-    vae = AutoencoderKL(
+    index = real_config(repo, "")
+    tok = clip_tokenizer()
+    unet = _diffusers_model(
+        repo,
+        "unet",
         block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        sample_size=128,
+        layers_per_block=1,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+        attention_head_dim=[2, 4],
+        transformer_layers_per_block=[1, 1],
+        cross_attention_dim=64,  # the two text encoders' hidden sizes, concatenated
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80,  # 6 size/crop ids x 8 + 32 pooled text
+        sample_size=16,
     )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        steps_offset=1,
-        beta_schedule="scaled_linear",
-        timestep_spacing="leading",
+    vae = _diffusers_model(
+        repo, "vae", block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4, sample_size=64
     )
     return StableDiffusionXLInpaintPipeline(
         vae=vae,
-        text_encoder=CLIPTextModel(clip_text_config()),
-        tokenizer=clip_tokenizer(),
-        text_encoder_2=CLIPTextModelWithProjection(clip_text_config()),
-        tokenizer_2=clip_tokenizer(),
+        text_encoder=clip_text(repo, "text_encoder", tok),
+        tokenizer=tok,
+        text_encoder_2=clip_text(repo, "text_encoder_2", tok),
+        tokenizer_2=tok,
         unet=unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=False,
-        force_zeros_for_empty_prompt=True,
+        scheduler=_scheduler(repo),
+        requires_aesthetics_score=index["requires_aesthetics_score"],
+        force_zeros_for_empty_prompt=index["force_zeros_for_empty_prompt"],
     )
 
 
 #: Tiny pipeline builder per base repository of the preset table.
-BUILDERS = {
-    "Qwen/Qwen-Image-Edit-2511": lambda: qwen_edit_pipeline(zero_cond_t=True),
-    "Qwen/Qwen-Image-Edit-2509": lambda: qwen_edit_pipeline(zero_cond_t=False),
+BUILDERS: dict[str, Callable[[str], Any]] = {
+    "Qwen/Qwen-Image-Edit-2511": qwen_edit_pipeline,
+    "Qwen/Qwen-Image-Edit-2509": qwen_edit_pipeline,
     "black-forest-labs/FLUX.1-Kontext-dev": flux_kontext_pipeline,
     "black-forest-labs/FLUX.1-Fill-dev": flux_fill_pipeline,
     "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": sdxl_inpaint_pipeline,
 }
+
+
+def build(repo: str) -> Any:
+    return BUILDERS[repo](repo)
+
 
 #: A Qwen2-VL video processor config as real checkpoints ship it (read only with torchvision).
 _QWEN_VIDEO_PROCESSOR = {
@@ -378,7 +379,7 @@ def _blob_name(path: Path) -> str:
 
 def add_to_cache(cache_dir: Path, repo: str, source: Path, commit: str | None = None) -> Path:
     """Lay ``source``'s files out as ``models--org--name/{blobs,snapshots/<commit>,refs/main}``."""
-    from ..models import repo_folder_name
+    from touchup.backend.models import repo_folder_name
 
     repo_dir = Path(cache_dir) / repo_folder_name(repo)
     commit = commit or hashlib.sha1(repo.encode()).hexdigest()
@@ -421,7 +422,7 @@ def build_tiny_hub(
     staging = Path(staging or tempfile.mkdtemp(prefix="touchup-tiny-"))
     built: dict[str, Any] = {}
     for ref in bases:
-        pipe = BUILDERS[ref.repo]()
+        pipe = build(ref.repo)
         built[ref.repo] = pipe
         folder = staging / ref.repo
         save_pipeline(pipe, folder, variant=ref.variant)
@@ -434,32 +435,45 @@ def build_tiny_hub(
         for i, lora in enumerate(items):
             # LoRAs are made for the base of the first preset using them.
             base = next(p.base.repo for p in PRESETS.values() if lora in p.loras and p.base is not None)
-            pipe = built.get(base) or BUILDERS[base]()
+            pipe = built.get(base) or build(base)
             built[base] = pipe
             make_lora(pipe, folder, lora.weight_name, seed=i + 1)
         add_to_cache(cache_dir, repo, folder)
     return Path(cache_dir)
 
 
-def patch_for_tiny_runs(set_attr: Callable[[Any, str, Any], None] = setattr) -> None:
-    """Shrink the Qwen-Image-Edit pipeline's fixed ~1-megapixel condition sizes for tiny models.
+#: Tiny models run at this area where the real pipelines work at one megapixel.
+TINY_AREA = 64 * 64
+TINY_CONDITION_AREA = 160 * 160
 
-    The pipeline resizes every condition image to ~1 MP (VAE) and 384x384 (vision encoder)
-    regardless of the requested size; with tiny models that dominates a CPU run. Tests pass
-    ``monkeypatch.setattr`` so the sizes are restored after each test.
+
+def patch_for_tiny_runs(set_attr: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Scale the Qwen-Image-Edit pipeline's fixed sizes down for tiny models.
+
+    The pipeline sizes its output and every condition image by ``calculate_dimensions`` at
+    fixed areas (1 MP for the VAE and the output, 384x384 for the vision encoder); with tiny
+    models that dominates a CPU run. All its areas are scaled by the same factor, so the size
+    rules (multiples of 32, output grid = condition grid) stay those of the real pipeline.
+    Tests pass ``monkeypatch.setattr`` so the function is restored after each test.
     """
     from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as mod
 
-    set_attr(mod, "VAE_IMAGE_SIZE", TINY_VAE_IMAGE_SIZE)
-    set_attr(mod, "CONDITION_IMAGE_SIZE", TINY_CONDITION_IMAGE_SIZE)
+    real = getattr(mod.calculate_dimensions, "real", mod.calculate_dimensions)
+
+    def scaled(target_area: float, ratio: float) -> tuple[int, int]:
+        if target_area == mod.CONDITION_IMAGE_SIZE:  # the vision encoder's copy: its own processor
+            return real(TINY_CONDITION_AREA, ratio)  # resizes it again; keep both sides >= 32
+        return real(target_area * TINY_AREA / (1024 * 1024), ratio)
+
+    scaled.real = real  # type: ignore[attr-defined]
+    set_attr(mod, "calculate_dimensions", scaled)
 
 
-TINY_VAE_IMAGE_SIZE = 64 * 64
-TINY_CONDITION_IMAGE_SIZE = 56 * 56
-#: Engine options that make presets run on tiny models (working area, steps).
-TINY_OPTIONS: dict[str, Any] = {
-    "device": "cpu",
-    "working": {"target_area": 64 * 64, "min_side": 32, "max_side": 128},
-    "defaults": {"steps": 2},
-    "preview_every": 1,
-}
+def tiny_options(family: str) -> dict[str, Any]:
+    """Engine options that make a family's presets run on tiny models (working area, steps)."""
+    return {
+        "device": "cpu",
+        "working": {"target_area": TINY_AREA, "min_side": 32, "max_side": 128},
+        "presets": {name: {"steps": 2} for name, p in PRESETS.items() if p.family == family},
+        "preview_every": 1,
+    }

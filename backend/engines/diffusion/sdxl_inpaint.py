@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from .diffusion_base import DiffusionEngine
+from .engine import DiffusionEngine
 
 
 class SdxlInpaintEngine(DiffusionEngine):
     name = "sdxl-inpaint"
     family = "sdxl-inpaint"
     description = "Stable Diffusion XL inpainting: mask-native, small GPUs."
-    denoiser_attr = "unet"
-    quantize_components = ("unet",)
-    inpainting = True

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import RefineParams
-from .diffusion_base import DiffusionEngine
+from ..base import RefineParams
+from .engine import DiffusionEngine
 from .presets import DiffusionPreset
 
 
@@ -19,7 +19,6 @@ class FluxKontextEngine(DiffusionEngine):
     name = "flux-kontext"
     family = "flux-kontext"
     description = "FLUX.1 Kontext [dev]: instruction-driven refinement of the crop, user LoRAs."
-    quantize_components = ("transformer", "text_encoder_2")
     packed_latents = True
 
     def pipeline_inputs(
