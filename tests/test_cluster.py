@@ -127,7 +127,7 @@ class Front:
         self.log_path = workdir / "front.log"
         config = workdir / "config.toml"
         config.write_text(
-            'engine = "classic"\naffinity_wait_s = 10.0\n'
+            'engine = "classic"\naffinity_wait_s = 5.0\n'
             f"[engines.slow-test]\nstep_s = {STEP_S}\nload_s = {LOAD_S}\n"
         )
         self.proc = subprocess.Popen(
@@ -456,6 +456,21 @@ def test_status_shows_the_pool(front):
     )
     assert shown.returncode == 0 and "2 replica(s) of 2" in shown.stdout, shown.stdout + shown.stderr
     assert all(r["replica"] in shown.stdout for r in pool["replicas"])
+
+
+def test_the_cluster_and_the_front_listen_on_loopback_only(front):
+    import psutil
+
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == "LISTEN" and c.pid in ours]
+    assert len(listening) > 5  # Ray's servers, the replicas' and the front's sockets
+    assert front.proc.pid in {c.pid for c in listening}
+    loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+    # The one exception: Ray Serve binds each replica's inter-deployment gRPC server to all
+    # interfaces (hard-coded "[::]:0" in Ray Serve), one socket per replica process.
+    wide = [c for c in listening if c.laddr.ip not in loopback]
+    assert all(psutil.Process(c.pid).name().startswith("ray::ServeReplica") for c in wide), wide
+    assert len({c.pid for c in wide}) == len(wide) <= 2, wide
 
 
 def test_two_replicas_double_throughput_on_the_sleep_bound_engine(front, ray_address, tmp_path):

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print("touchup bench cluster: needs the 'cluster' extra (pip install 'touchup[cluster]')")
         return 2
     from ..tools.bench_engines import register_slow_engine
-    from .local_ray import start_local_ray
+    from .local_ray import is_loopback, loopback_only, start_local_ray
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the figures, not Serve's chatter
     sizes = [int(n) for n in args.replicas.split(",") if n.strip()]
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cluster == "local":
         start_local_ray(num_cpus=max(sizes), object_store_mb=128)
     else:
+        if is_loopback(args.cluster):
+            loopback_only()
         ray.init(address=args.cluster, namespace="touchup", log_to_driver=False, logging_level="WARNING")
     try:
         print(f"engine {args.engine}, {args.jobs} jobs from {args.clients} clients at once per pool size")

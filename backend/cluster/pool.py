@@ -80,29 +80,37 @@ class PoolBoard:
 class AffinityRouter(FIFOMixin, MultiplexMixin, RequestRouter):
     """Keeps presets resident: free holder first, then an empty replica, then (late) any.
 
-    When a replica must swap its model, the one used longest ago is taken first, so the
-    presets in current use stay where they are.
+    A free replica whose preset nobody asked for within ``affinity_wait_s`` is as good as an
+    empty one (a stream of one preset then uses every replica). When a replica must swap its
+    model, the one used longest ago is taken first, so the presets in use stay where they are.
     """
 
     def initialize_state(self, affinity_wait_s: float = 20.0, **_: Any) -> None:
         self.affinity_wait_s = float(affinity_wait_s)
         self._last_used: dict[Any, float] = {}
+        self._wanted: dict[str, float] = {}  # model id -> when a job last asked for it
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         if pending_request is None or not pending_request.metadata.multiplexed_model_id:
             return [candidate_replicas]
+        now = time.time()
         key = pending_request.metadata.multiplexed_model_id
+        self._wanted[key] = now
         holders = [r for r in candidate_replicas if key in r.multiplexed_model_ids]
         empty = [r for r in candidate_replicas if not r.multiplexed_model_ids]
+        others = [r for r in candidate_replicas if r not in holders and r not in empty]
+        stale = [
+            r
+            for r in others
+            if all(now - self._wanted.get(m, 0.0) > self.affinity_wait_s for m in r.multiplexed_model_ids)
+        ]
         # Rank lists are tried in order; a rank whose replicas are all busy is skipped, and when
         # every rank is busy the router backs off and asks again.
         pending_request.routing_context.should_backoff = True
-        waited = time.time() - pending_request.created_at
-        if holders and waited < self.affinity_wait_s:
-            return [holders, empty]
-        others = [r for r in candidate_replicas if r not in holders and r not in empty]
+        if holders and now - pending_request.created_at < self.affinity_wait_s:
+            return [holders, empty, stale]
         others.sort(key=lambda r: self._last_used.get(r.replica_id, 0.0))
         return [holders, empty, *([r] for r in others)]
 

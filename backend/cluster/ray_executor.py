@@ -30,7 +30,7 @@ from ..engines import ENGINES, engine_class
 from ..errors import BadInput, Cancelled, EngineError, TouchupError
 from .events import Failed, Finished, Progress, WasCancelled
 from .executor import ClusterError, Executor, parse_autoscale
-from .local_ray import start_local_ray
+from .local_ray import is_loopback, loopback_only, start_local_ray
 from .pool import APP_NAME, BOARD_NAME, ENGINE_DEPLOYMENT, NAMESPACE, AffinityRouter, PoolBoard, model_key
 from .shipping import ShippedJob, cut, unpack_outcome
 
@@ -80,6 +80,8 @@ class RayExecutor(Executor):
                 start_local_ray(num_cpus=max(os.cpu_count() or 1, self.max_replicas))
                 self._own_cluster = True
             else:
+                if is_loopback(self.address):  # a cluster of this machine, started loopback-only
+                    loopback_only()
                 ray.init(
                     address=self.address,
                     namespace=NAMESPACE,

@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.diffusion, pytest.mark.slow]
 
 
 def test_bench_speed_reports_stages_for_ours_and_the_seed_recipe(tmp_path_factory, monkeypatch, capsys):
-    from touchup.backend.tools import bench_speed
     from touchup.backend.engines.diffusion.presets import PRESETS
+    from touchup.backend.tools import bench_speed
 
     use_hub(monkeypatch, tiny_hub(tmp_path_factory))
     args = argparse.Namespace(preset="flux-kontext", steps=2, repeat=1, cases="96@1024", json=True, tiny=True)
