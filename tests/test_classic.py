@@ -233,17 +233,18 @@ def test_implausible_transforms_are_named():
     assert "scale" in plausibility(np.diag([40.0, 40.0, 1.0]), box)[0]
 
 
-@pytest.mark.parametrize("index", [7, 21])
+@pytest.mark.parametrize("index", [7, 17])
 def test_jpeg_region_with_a_relit_reference_does_no_harm(engine, index):
     """Evaluation cases with a JPEG-damaged region and a reference of the clean region under
-    another pose, scale and lighting (7: cell texture, 21: a logo): the JPEG input is already
+    another pose, scale and lighting (7: cell texture; 17: a tiny part of a logo, downsampled
+    and then JPEG-compressed): the JPEG input is already
     close in tone and coarse structure, so a transfer with the reference's own lighting, or
     registered a few pixels off, would lose to leaving the region alone."""
     from touchup.backend.tools.eval.baselines import run_ours
     from touchup.backend.tools.eval.datasets import make_case
 
     case = make_case(index)
-    assert case.degradation == "jpeg" and case.references
+    assert "jpeg" in case.degradation and case.reference_kind == "match"
     out = run_ours(case, engine, RefineParams(preset="default"))
     before = region_psnr(case.image, case.truth, case.mask)
     after = region_psnr(out.image, case.truth, case.mask)
