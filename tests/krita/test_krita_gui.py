@@ -80,13 +80,27 @@ def gui_results(
         )
     data = read_results(results, log)
     data["_log"] = log.read_text(errors="replace")
+    data["_release"] = release.id
     if shot.exists() and release is KRITA[0] and os.environ.get("TOUCHUP_UPDATE_SCREENSHOTS") == "1":
         shutil.copy2(shot, REPO / "docs" / "img" / "krita-docker.png")
     return data
 
 
+#: Known failures, strict: each must keep failing until fixed (then the entry goes).
+KNOWN_FAILURES = {
+    ("krita-5.2", "refine_again_active_layer"): (
+        "Krita 5.2.9: after Document.setActiveNode(Background) in the window, Document.activeNode() "
+        "stays None, so the active-layer source has no layer (5.1, 5.3 and 6.0 pass); not yet "
+        "known whether picking the layer in the Layers docker is affected too"
+    ),
+}
+
+
 @pytest.mark.parametrize("name", CHECKS)
-def test_gui(gui_results: dict, name: str) -> None:
+def test_gui(request: pytest.FixtureRequest, gui_results: dict, name: str) -> None:
+    known = KNOWN_FAILURES.get((gui_results["_release"], name))
+    if known:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=known))
     result = gui_results.get(name)
     assert result is not None, (
         f"GUI check {name} did not run; Krita's log ends with:\n{gui_results['_log'][-3000:]}"
