@@ -219,4 +219,7 @@ def test_resizing_part_of_an_image_matches_resizing_all_of_it(q, p, unit, data):
     part = Rect(x, y, data.draw(st.integers(1, width - x)), data.draw(st.integers(1, height - y)))
     got = resize_part(image, width, height, part)
     want = resize(image, width, height)[part.y : part.y1, part.x : part.x1]
-    np.testing.assert_array_equal(got, want)
+    # Same sampling grid, same pixels -- up to float32 rounding: OpenCV's vectorised and scalar
+    # paths may round one sample an ulp apart when the sub-image puts it in another lane. A
+    # misaligned grid shows as differences of a percent, far above this bound.
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

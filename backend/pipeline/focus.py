@@ -238,7 +238,7 @@ def resize_part(image: np.ndarray, width: int, height: int, part: Rect) -> np.nd
     Resizing the engine's output back to a big region only to keep the selection's window wastes
     most of the work. An input sub-image whose edges fall on the resize's own sampling grid
     (same scale, same pixel centres), with a few pixels of margin for the interpolation kernel,
-    resizes to the same pixels as the whole. Falls back to the whole when no such grid is
+    resizes to the same pixels as the whole (up to float32 rounding). Falls back to the whole when no such grid is
     close (awkward size ratios) or the part is most of the image.
     """
     ih, iw = image.shape[:2]
