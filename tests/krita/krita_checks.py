@@ -235,13 +235,15 @@ def controller():
 
 
 def use_endpoint(endpoint: str, wait_connected: bool = True) -> None:
-    from touchup_krita.jobs import CONNECTED
+    from touchup_krita.connection import ConnectionState
 
     ctl = controller()
     if ctl.config.endpoint != endpoint:
         ctl.set_config(replace(ctl.config, endpoint=endpoint))
     if wait_connected:
-        assert pump_until(lambda: ctl.backend.state == CONNECTED, 20), f"backend at {endpoint} not connected"
+        assert pump_until(lambda: ctl.backend.state == ConnectionState.CONNECTED, 20), (
+            f"backend at {endpoint} not connected"
+        )
 
 
 def close(doc) -> None:
@@ -665,9 +667,9 @@ def backend_vanishes_mid_job():
     """Killing the backend mid-job: an error in the docker, the UI reset, Krita unaffected."""
     from touchup_krita import refine
     from touchup_krita.api import result_of
+    from touchup_krita.connection import ConnectionState
     from touchup_krita.controller import wait_for
     from touchup_krita.docker import TouchupDockerWidget
-    from touchup_krita.jobs import NOT_RUNNING
 
     use_endpoint(CFG["doomed_endpoint"])
     ctl = controller()
@@ -683,7 +685,7 @@ def backend_vanishes_mid_job():
     message = refusal(result_of, job, "a job whose backend died produced a layer")
     assert "stopped" in message, message
     assert ctl.last_error == message and not ctl.queue.active()
-    assert ctl.backend.state == NOT_RUNNING
+    assert ctl.backend.state == ConnectionState.NOT_RUNNING
     assert names(doc) == ["Background"]
     assert widget.error_label.text() == message and not widget.error_label.isHidden()
     assert widget.stage.text() == "" and not widget.cancel_button.isEnabled(), "the docker did not reset"
@@ -716,7 +718,7 @@ def backend_not_running():
 def start_backend_button():
     """Start backend launches the configured command; the state goes starting -> connected."""
     from touchup_krita import refine
-    from touchup_krita.jobs import CONNECTED, NOT_RUNNING, STARTING
+    from touchup_krita.connection import ConnectionState
 
     from touchup.shared.client import Client
 
@@ -731,11 +733,11 @@ def start_backend_button():
             start_timeout_s=60,
         )
     )
-    assert pump_until(lambda: ctl.backend.state == NOT_RUNNING, 10), ctl.backend.state
+    assert pump_until(lambda: ctl.backend.state == ConnectionState.NOT_RUNNING, 10), ctl.backend.state
     ctl.start_backend()
-    assert ctl.backend.state == STARTING, ctl.backend.state
+    assert ctl.backend.state == ConnectionState.STARTING, ctl.backend.state
     try:
-        assert pump_until(lambda: ctl.backend.state == CONNECTED, 60), (
+        assert pump_until(lambda: ctl.backend.state == ConnectionState.CONNECTED, 60), (
             ctl.backend.state,
             ctl.backend.start_error,
         )
@@ -844,13 +846,15 @@ def connection_file_reaches_a_curve_backend():
     """The docker's connection-file setting: refine through an authenticated, encrypted backend."""
     from touchup_krita import refine
     from touchup_krita.config import import_connection
-    from touchup_krita.jobs import CONNECTED
+    from touchup_krita.connection import ConnectionState
 
     ctl = controller()
     copy = import_connection(CFG["connection_file"], Path(CFG["connection_copy_dir"]))
     ctl.set_config(replace(ctl.config, connection=copy))
     try:
-        assert pump_until(lambda: ctl.backend.state == CONNECTED, 20), "curve backend not connected"
+        assert pump_until(lambda: ctl.backend.state == ConnectionState.CONNECTED, 20), (
+            "curve backend not connected"
+        )
         doc = make_doc(120, 100, "U8")
         select_rect(doc, 30, 30, 40, 30)
         before = bytes(doc.pixelData(0, 0, 120, 100))
