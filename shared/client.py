@@ -40,6 +40,8 @@ from .request import DEFAULT_PARAMS as SCHEMA_DEFAULTS
 DEFAULT_PARAMS: dict[str, Any] = dict(SCHEMA_DEFAULTS)
 #: ZeroMQ heartbeat of client sockets: a dropped network shows as a disconnect within 3 of these.
 HEARTBEAT_S = 1.0
+#: The longest a send may wait for ZeroMQ to have a connection to queue the message on.
+SEND_TIMEOUT_S = 2.0
 #: After the connection drops, how long the backend (or its successor) has to answer a ping.
 RECONNECT_PING_S = 3.0
 _MONITOR_EVENTS = (
@@ -130,6 +132,9 @@ class Client:
         self._context = context or zmq.Context()
         self.socket = self._context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # A DEALER blocks a send while it has no pipe at all, which happens between a refused
+        # handshake and the next reconnect: bound it, so no caller (an editor's UI thread) hangs.
+        self.socket.setsockopt(zmq.SNDTIMEO, int(SEND_TIMEOUT_S * 1000))
         ivl = int(HEARTBEAT_S * 1000)
         for option, value in (
             (zmq.HEARTBEAT_IVL, ivl),
@@ -179,7 +184,14 @@ class Client:
         for long: ZeroMQ queues the message even while the backend is not up yet."""
         header = dict(header)
         header.setdefault("id", self.next_id())
-        self.socket.send_multipart(encode(header, list(frames)), copy=False)
+        try:
+            self.socket.send_multipart(encode(header, list(frames)), copy=False)
+        except zmq.Again:
+            self._read_monitor()  # raises ``forbidden`` when the backend refused this client
+            raise BackendError(
+                ErrorCode.UNREACHABLE,
+                f"no connection to a backend at {self.endpoint} could take the request within {SEND_TIMEOUT_S:g} s",
+            ) from None
         return header["id"]
 
     def fileno(self) -> int:
