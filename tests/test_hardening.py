@@ -329,7 +329,11 @@ def test_two_backends_started_at_once_on_one_ipc_endpoint(tmp_path):
         loser = next(p for p in procs if p.poll() is not None)
         winner = next(p for p in procs if p is not loser)
         assert loser.returncode == 1 and "already running" in loser.stderr.read()
-        assert winner.poll() is None and sock.exists()  # the loser left the winner's socket alone
+        # The loser gives up at the lock, before the winner (still starting) has bound: wait for
+        # the winner to serve, then its socket must be there -- the loser left it alone.
+        while winner.poll() is None and not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert winner.poll() is None and sock.exists()
         with Client(f"ipc://{sock}") as c:
             assert c.refine(*request(engine="identity"), timeout=30).kind == Kind.RESULT
     finally:
