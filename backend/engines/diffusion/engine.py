@@ -389,7 +389,11 @@ class DiffusionEngine(Engine):
         return kwargs
 
     def refine(self, request: EngineRequest) -> EngineOutput:
-        return next(self.refine_variants(request, [request.params.seed]))
+        outputs = self.refine_variants(request, [request.params.seed])
+        try:
+            return next(outputs)
+        finally:
+            outputs.close()  # leaves the prompt memo at once, not when the generator is collected
 
     def refine_variants(self, request: EngineRequest, seeds: Sequence[int]) -> Iterator[EngineOutput]:
         """The seeds in as few pipeline calls as memory allows (see :meth:`seeds_per_call`).
