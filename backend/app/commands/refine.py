@@ -319,6 +319,9 @@ class _Progress:
                 self.bar.close()
             # disable=None: a bar on a terminal, silence in logs and pipes.
             self.bar = tqdm(total=total, file=sys.stderr, leave=False, unit="step", disable=None)
-        self.bar.set_description(str(msg.header.get("stage", "")))
+        stage, variants = str(msg.header.get("stage", "")), msg.header.get("variants") or 1
+        if isinstance(variants, int) and variants > 1:
+            stage = f"variant {int(msg.header.get('variant') or 0) + 1}/{variants} {stage}"
+        self.bar.set_description(stage)
         self.bar.n = int(msg.header.get("step") or 0)
         self.bar.refresh()
