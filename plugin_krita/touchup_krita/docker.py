@@ -261,6 +261,9 @@ class TouchupDockerWidget(QtWidgets.QWidget):
         self.stage.setObjectName("touchup_stage")
         layout.addWidget(self.progress)
         layout.addWidget(self.stage)
+        # Right under Refine: the candidates are what the retoucher looks at next.
+        self.strip = ResultsStrip(ctl)
+        layout.addWidget(self.strip)
 
         conn = QtWidgets.QHBoxLayout()
         self.state_label = QtWidgets.QLabel("")
@@ -287,8 +290,6 @@ class TouchupDockerWidget(QtWidgets.QWidget):
         self.info_label.setWordWrap(True)
         layout.addWidget(self.error_label)
         layout.addWidget(self.info_label)
-        self.strip = ResultsStrip(ctl)
-        layout.addWidget(self.strip)
         layout.addStretch(1)
 
         self.form.set_settings(ctl.settings)

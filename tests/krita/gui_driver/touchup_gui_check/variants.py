@@ -237,8 +237,21 @@ class VariantsDriver(Extension):
     def screenshot(self, s: dict) -> str:
         path = os.environ.get("TOUCHUP_KRITA_SCREENSHOT")
         assert path, "no screenshot path"
-        pump_until(lambda: False, 0.5)
-        assert s["window"].qwindow().grab().save(path), "saving the screenshot failed"
+        qwindow = s["window"].qwindow()
+        # Room for the Touchup docker: only it and the Layers docker (no preview layer there).
+        for dock in qwindow.findChildren(QtWidgets.QDockWidget):
+            if dock.isVisible() and dock.objectName() not in ("touchup_docker", "KisLayerBox"):
+                dock.hide()
+        docker = next(
+            d for d in qwindow.findChildren(QtWidgets.QDockWidget) if d.objectName() == "touchup_docker"
+        )
+        qwindow.resizeDocks([docker], [470], QtCore.Qt.Orientation.Horizontal)
+        content = s["content"]
+        scroll = content.parentWidget().parentWidget()
+        if isinstance(scroll, QtWidgets.QScrollArea):
+            scroll.ensureWidgetVisible(content.strip)
+        pump_until(lambda: False, 0.8)
+        assert qwindow.grab().save(path), "saving the screenshot failed"
         return path
 
     def apply(self, s: dict) -> dict:
