@@ -154,7 +154,7 @@ class Controller(QtCore.QObject):
             self._canvas().hide()
             self.preview_state = PreviewState.OFF
         else:
-            shown = self._canvas().show(entry.document, entry.image, entry.origin)
+            shown = self._canvas().show(entry.document, entry.image, entry.rect)
             self.preview_state = PreviewState.RESULT if shown else PreviewState.OFF
             self.report_info("" if shown else STRIP_TEXT["preview_unavailable"])
         self.results_changed.emit()
@@ -168,14 +168,15 @@ class Controller(QtCore.QObject):
         if self.preview_state == PreviewState.RESULT:
             self._canvas().hide()
             self.preview_state = PreviewState.ORIGINAL
-        elif self._canvas().show(entry.document, entry.image, entry.origin):
+        elif self._canvas().show(entry.document, entry.image, entry.rect):
             self.preview_state = PreviewState.RESULT
         self.results_changed.emit()
         return self.preview_state
 
     def apply_chosen(self, key: int | None = None) -> Any:
         """Insert the chosen result (or result ``key``) as a new layer, one undo step; returns it."""
-        entry = self.history.find(key if key is not None else self.chosen)  # type: ignore[arg-type]
+        key = key if key is not None else self.chosen
+        entry = self.history.find(key) if key is not None else None
         if entry is None:
             return None
         self._canvas().hide()  # first: the layer must not be judged through the overlay
@@ -243,7 +244,7 @@ class Controller(QtCore.QObject):
             if background is None:
                 background = self._backgrounds[job.key] = frame_image(cap.source, cap.colorspace.transfer)
             thumbnail = composite_thumbnail(
-                background, cap.tile, image, origin, zoom_rect(cap.selection, frame_rect)
+                background, cap.tile, image, frame_rect, zoom_rect(cap.selection, frame_rect)
             )
         entry = ResultEntry(
             key=self.history.new_key(),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from touchup.shared.geometry import Rect
+
 from .canvas_map import CanvasMapping, canvas_mapping
 from .qt import Qt, QtCore, QtGui, QtWidgets
 
@@ -33,15 +35,15 @@ class _Overlay(QtWidgets.QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground, True)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.image: QtGui.QImage | None = None
-        self.origin = (0, 0)
+        self.place = Rect(0, 0, 0, 0)  # where the image lies in the document
         self.mapping: CanvasMapping | None = None
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         if self.image is None or self.mapping is None:
             return
-        x, y = self.mapping.to_widget(*self.origin)
+        x, y = self.mapping.to_widget(self.place.x, self.place.y)
         scale = self.mapping.scale
-        target = QtCore.QRectF(x, y, self.image.width() * scale, self.image.height() * scale)
+        target = QtCore.QRectF(x, y, self.place.width * scale, self.place.height * scale)
         painter = QtGui.QPainter(self)
         # Past 100 % the retoucher inspects pixels: show them as blocks, as Krita does.
         painter.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform, scale < 1.0)
@@ -64,9 +66,10 @@ class CanvasPreview(QtCore.QObject):
     def visible(self) -> bool:
         return self._overlay is not None and self._overlay.isVisible()
 
-    def show(self, document: Any, image: QtGui.QImage, origin: tuple[int, int]) -> bool:
-        """Draw ``image`` at ``origin`` over ``document``'s active view; False where that view is
-        not showing (another document active) or cannot be mapped (rotated, mirrored)."""
+    def show(self, document: Any, image: QtGui.QImage, place: Rect) -> bool:
+        """Draw ``image`` over ``place`` (document pixels) in ``document``'s active view; False
+        where that view is not showing (another document active) or cannot be mapped (rotated,
+        mirrored)."""
         canvas = _active_canvas(document)
         if canvas is None:
             self.hide()
@@ -76,7 +79,7 @@ class CanvasPreview(QtCore.QObject):
             self._overlay = _Overlay(canvas)
         self._document = document
         self._overlay.image = image
-        self._overlay.origin = origin
+        self._overlay.place = place
         if not self._follow():
             self.hide()
             return False
@@ -172,7 +175,7 @@ def _mapping(document: Any, canvas: QtWidgets.QWidget) -> CanvasMapping | None:
     c = view.canvas()
     return canvas_mapping(
         c.zoomLevel(),
-        float(document.xRes() if hasattr(document, "xRes") else document.resolution()),
+        float(document.xRes()),
         (scroll.horizontalScrollBar().value(), scroll.verticalScrollBar().value()),
         c.rotation(),
         c.mirror(),

@@ -60,6 +60,11 @@ class ResultEntry:
     applied: Any = None
 
     @property
+    def rect(self) -> Rect:
+        """Where the result lies in the document."""
+        return Rect(self.origin[0], self.origin[1], self.frame.desc.width, self.frame.desc.height)
+
+    @property
     def tooltip(self) -> str:
         from touchup.shared.texts import result_tooltip
 
