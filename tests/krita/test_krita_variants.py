@@ -44,6 +44,7 @@ STEPS = [
     "screenshot",
     "apply_one_layer_one_undo",
     "discard_leaves_document",
+    "float_document_variants",
 ]
 
 

@@ -72,11 +72,13 @@ class VariantsDriver(Extension):
                 record("screenshot", lambda: self.screenshot(s))
                 record("apply_one_layer_one_undo", lambda: self.apply(s))
                 record("discard_leaves_document", lambda: self.discard(s))
+                record("float_document_variants", lambda: self.float_document(s))
         finally:
-            doc = s.get("doc")
-            if doc is not None:
-                doc.setModified(False)
-                doc.close()
+            for key in ("float_doc", "doc"):
+                doc = s.get(key)
+                if doc is not None:
+                    doc.setModified(False)
+                    doc.close()
             RESULTS["_done"] = {"ok": True, "detail": "finished"}
             write_results()
             QtCore.QTimer.singleShot(200, lambda: k.action("file_quit").trigger())
@@ -290,3 +292,39 @@ class VariantsDriver(Extension):
         assert self._canvas_pixel(s, 240, 170) == s["before_px"], "the preview stayed on the canvas"
         assert ctl.results(doc) == [] and strip.list.count() == 0, (before_entries, strip.list.count())
         return {"dropped": before_entries, "undo": undo_state()}
+
+    def float_document(self, s: dict) -> dict:
+        """A linear 32-bit float document through the scripting entry point: the strip shows
+        both variants (from images sampled in Python) and Apply writes the float result exactly."""
+        import struct
+
+        from touchup_krita import refine
+
+        k = Krita.instance()
+        doc = k.createDocument(160, 120, "touchup-float", "RGBA", "F32", "", 72.0)
+        s["float_doc"] = doc
+        s["window"].addView(doc)
+        bg = doc.topLevelNodes()[0]
+        px = b"".join(
+            struct.pack("<4f", 0.1 + 0.8 * x / 160, 0.3, 0.6, 1.0) for y in range(120) for x in range(160)
+        )
+        bg.setPixelData(QtCore.QByteArray(px), 0, 0, 160, 120)
+        sel = Selection()
+        sel.select(40, 30, 60, 50, 255)
+        doc.setSelection(sel)
+        doc.waitForDone()
+        before = layer_state(doc)
+        entries = refine(doc, instruction="float", engine="seeded", preset="default", variants=2, timeout=60)
+        assert sorted(e.variant for e in entries) == [0, 1], entries
+        assert all(e.thumbnail is not None and not e.thumbnail.isNull() for e in entries)
+        assert layer_state(doc) == before, "variants must wait for Apply"
+        ctl = s["ctl"]
+        node = ctl.apply_chosen(entries[0].key)
+        ox, oy = entries[0].origin
+        d = entries[0].frame.desc
+        assert d.dtype == "f32", d
+        assert bytes(node.pixelData(ox, oy, d.width, d.height)) == bytes(entries[0].frame.data)
+        return {
+            "layers": [n for n, _ in layer_state(doc)],
+            "preview_image": [entries[0].image.width(), d.width],
+        }
