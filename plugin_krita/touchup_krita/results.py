@@ -22,6 +22,9 @@ from touchup.shared.geometry import Rect
 
 #: Results kept per document; older ones fall off the end of the strip.
 KEEP = 20
+#: ...and at most this many bytes of result pixels in all (a 16-bit or float 4K result is
+#: hundreds of MB): past it the oldest results go first, the newest always stays.
+MAX_BYTES = 1 << 30
 
 
 class PreviewState(str, Enum):
@@ -80,8 +83,11 @@ class _DocumentResults:
 class ResultHistory:
     """Recent results per document, newest first; the strip shows the active document's."""
 
-    def __init__(self, keep: int = KEEP, same: Callable[[Any, Any], bool] | None = None) -> None:
+    def __init__(
+        self, keep: int = KEEP, same: Callable[[Any, Any], bool] | None = None, max_bytes: int = MAX_BYTES
+    ) -> None:
         self.keep = keep
+        self.max_bytes = max_bytes
         self._same = same or (lambda a, b: a == b)
         self._docs: list[_DocumentResults] = []
         self._keys = itertools.count(1)
@@ -96,7 +102,16 @@ class ResultHistory:
         bucket.entries.insert(0, entry)
         dropped = bucket.entries[self.keep :]
         del bucket.entries[self.keep :]
+        while self.nbytes() > self.max_bytes:
+            older = [e for e in self._all() if e is not entry]
+            if not older:
+                break
+            dropped += self.remove({min(older, key=lambda e: e.key).key})
         return dropped
+
+    def nbytes(self) -> int:
+        """Bytes of result pixels held (what :data:`MAX_BYTES` limits)."""
+        return sum(len(e.frame.data) for e in self._all())
 
     def entries(self, document: Any) -> list[ResultEntry]:
         bucket = self._bucket(document)

@@ -11,6 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from touchup.shared.frames import Frame, FrameDesc
 from touchup.shared.geometry import Rect
@@ -44,7 +45,7 @@ class Doc:
     __hash__ = None  # type: ignore[assignment]  # libkis wrappers are not hashable by content
 
 
-def entry(history: object, doc: Doc, job: int, variant: int = 0, variants: int = 1) -> object:
+def entry(history: Any, doc: Doc, job: int, variant: int = 0, variants: int = 1) -> Any:
     frame = Frame(FrameDesc(2, 2, 4, "u8", "BGRA", "result"), bytes([variant]) * 16)
     return results.ResultEntry(
         key=history.new_key(),
@@ -76,6 +77,18 @@ def test_history_keeps_newest_first_per_document_and_drops_the_oldest() -> None:
     assert dropped == [added[0]]
     assert [e.seed for e in history.entries(b)] == [100]
     assert history.find(added[2].key) is added[2]
+
+
+def test_history_stays_under_its_byte_budget_oldest_first() -> None:
+    history = results.ResultHistory(max_bytes=40)  # each test entry holds 16 bytes of pixels
+    a, b = Doc("a"), Doc("b")
+    first, second, third = entry(history, a, job=1), entry(history, b, job=2), entry(history, a, job=3)
+    assert history.add(first) == [] and history.add(second) == []
+    assert history.add(third) == [first]  # the oldest goes, whichever document it belongs to
+    assert history.nbytes() == 32 and history.entries(b) == [second]
+    tiny = results.ResultHistory(max_bytes=1)
+    only = entry(tiny, a, job=1)
+    assert tiny.add(only) == [] and tiny.entries(a) == [only]  # the newest always stays
 
 
 def test_discard_drops_one_refines_variants_only() -> None:
