@@ -2,7 +2,10 @@
 
 Results are applied strictly in submission order, so layers stack the way the user clicked.
 The connection (``connection.py``) carries the messages; the controller passes in a callback
-that turns a result into a layer.
+that turns a result into a layer. A job asking for several variants gets each finished one as a
+``variant`` message before its final ``result``: each is checked against the tile and handed on
+at once (``variant_ready``), and progress messages carry the variant being computed and the
+engine's live preview frame.
 """
 
 from __future__ import annotations
