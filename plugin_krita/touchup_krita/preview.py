@@ -58,6 +58,7 @@ class CanvasPreview(QtCore.QObject):
         super().__init__(parent)
         self._overlay: _Overlay | None = None
         self._document: Any = None
+        self._wanted = False  # shown when its view is active and mappable again (doc switches)
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._follow)
@@ -80,15 +81,16 @@ class CanvasPreview(QtCore.QObject):
         self._document = document
         self._overlay.image = image
         self._overlay.place = place
+        self._overlay.update()  # another result at the same zoom: the mapping alone is unchanged
+        self._wanted = True
         if not self._follow():
             self.hide()
             return False
-        self._overlay.show()
-        self._overlay.raise_()
         self._timer.start()
         return True
 
     def hide(self) -> None:
+        self._wanted = False
         self._timer.stop()
         if self._overlay is not None:
             self._overlay.hide()
@@ -109,7 +111,7 @@ class CanvasPreview(QtCore.QObject):
             self._overlay = None
             self._timer.stop()
             return False
-        if mapping is None:
+        if mapping is None:  # another document active, or a rotated view: wait for it to return
             overlay.hide()
             return False
         if overlay.geometry() != canvas.rect():
@@ -117,6 +119,9 @@ class CanvasPreview(QtCore.QObject):
         if mapping != overlay.mapping:
             overlay.mapping = mapping
             overlay.update()
+        if self._wanted and not overlay.isVisible():
+            overlay.show()
+            overlay.raise_()
         return True
 
     def _drop_overlay(self) -> None:

@@ -285,6 +285,10 @@ class VariantsDriver(Extension):
         strip.list.item(2).setSelected(True)
         pump_until(lambda: False, 0.3)
         assert ctl.chosen is not None
+        other = ctl.history.find(ctl.chosen)
+        want = other.image.pixelColor(240 - other.origin[0], 170 - other.origin[1])
+        shown = self._canvas_pixel(s, 240, 170)
+        assert shown == (want.red(), want.green(), want.blue()), (shown, want.name())
         before_entries = len(ctl.results(doc))
         content.strip.discard_button.click()
         pump_until(lambda: False, 0.3)
