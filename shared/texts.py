@@ -90,3 +90,40 @@ def layer_name(instruction: str = "", *fallbacks: str | None) -> str:
     if len(label) > LAYER_LABEL_MAX:
         label = label[: LAYER_LABEL_MAX - 1].rstrip() + "…"
     return LAYER_PREFIX + label
+
+
+# -- the retoucher's loop: variants, preview, compare -----------------------------------------
+
+#: Words of the results strip (Krita's docker; GIMP shows variants as layers).
+STRIP_TEXT: dict[str, str] = {
+    "title": "Results",
+    "variants": "Variants",
+    "variants_tip": "How many candidates one Refine makes, each with the next seed (1-8)",
+    "apply": "Apply",
+    "apply_tip": "Insert the chosen result as a new layer (one undo step)",
+    "discard": "Discard",
+    "discard_tip": "Drop the chosen result and the other candidates of its refine; the document stays as it is",
+    "compare": "Compare",
+    "compare_tip": "Flip the canvas between the original and the chosen result",
+    "running": "Refining…",
+    "empty": "Results of this document appear here; choose one to preview it on the canvas.",
+    "preview_unavailable": "The canvas preview needs an unrotated, unmirrored view; Apply still works.",
+    "applied": "Added layer '{name}'.",
+    "discarded": "Discarded {count} result(s); the document is unchanged.",
+    "arrived": "{count} of {total} results ready; choose one to preview it.",
+}
+
+
+def result_tooltip(seed: int, preset: str, instruction: str, variant: int = 0, variants: int = 1) -> str:
+    """A strip thumbnail's tooltip: what made this candidate, so it can be made again."""
+    lines = [f"Seed {seed}", f"Preset {preset or 'default'}"]
+    if instruction:
+        lines.append(f"Instruction: {instruction}")
+    if variants > 1:
+        lines.append(f"Variant {variant + 1} of {variants}")
+    return "\n".join(lines)
+
+
+def variant_layer_name(label: str, seed: int, variants: int) -> str:
+    """A variant's layer name: the refine's label plus its seed when there were several."""
+    return f"{label} (seed {seed})" if variants > 1 else label

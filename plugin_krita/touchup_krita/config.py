@@ -127,6 +127,8 @@ class RefineSettings:
     layer: str | None = None
     mode: str = "refine"
     color_correct: bool = True
+    #: Candidates per refine (1-8, consecutive seeds); None: the preset's default.
+    variants: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def params(self) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class RefineSettings:
             "feather": self.feather,
             "mode": self.mode,
             "color_correct": self.color_correct,
+            "variants": self.variants,
         }
         out.update(self.extra)
         return {k: v for k, v in out.items() if v is not None}

@@ -11,13 +11,14 @@ import random
 from typing import Any
 
 from touchup.shared.capabilities import preset_missing
-from touchup.shared.texts import stage_text
+from touchup.shared.texts import STRIP_TEXT, stage_text
 
 from .config import SOURCE_LAYER, SOURCE_VISIBLE, PluginConfig, RefineSettings
 from .connection import ConnectionState
 from .document import layer_choices
 from .jobs import JobState
 from .qt import Qt, QtCore, QtWidgets
+from .strip import ResultsStrip
 
 STATE_TEXT = {
     ConnectionState.CONNECTED: ("#3c9a3c", "Backend connected"),
@@ -78,6 +79,10 @@ class SettingsForm(QtWidgets.QWidget):
         self.mode = QtWidgets.QComboBox()
         self.mode.addItem("Refine", "refine")
         self.mode.addItem("Regenerate", "regenerate")
+        self.variants = QtWidgets.QSpinBox()
+        self.variants.setObjectName("touchup_variants")
+        self.variants.setRange(1, 8)
+        self.variants.setToolTip(STRIP_TEXT["variants_tip"])
 
         form.addRow("Instruction", self.instruction)
         form.addRow("Reference", self.reference)
@@ -89,6 +94,7 @@ class SettingsForm(QtWidgets.QWidget):
         form.addRow("Feather", self.feather)
         form.addRow("Source", self.source)
         form.addRow("Mode", self.mode)
+        form.addRow(STRIP_TEXT["variants"], self.variants)
         self.set_settings(RefineSettings())
         self.set_capabilities({})
 
@@ -108,6 +114,8 @@ class SettingsForm(QtWidgets.QWidget):
             feather=float(self.feather.value()),
             source=self.source.currentData(),
             mode=self.mode.currentData(),
+            # The preset's own default is left to the backend (an older one knows no variants).
+            variants=None if self.variants.value() == _preset_variants(preset) else self.variants.value(),
         )
 
     def set_settings(self, s: RefineSettings) -> None:
@@ -119,6 +127,8 @@ class SettingsForm(QtWidgets.QWidget):
         self.feather.setValue(int(s.feather))
         _select(self.source, s.source)
         _select(self.mode, s.mode)
+        if s.variants:
+            self.variants.setValue(int(s.variants))
         if s.reference:
             _select(self.reference, s.reference)
         for i in range(self.preset.count()):
@@ -142,6 +152,7 @@ class SettingsForm(QtWidgets.QWidget):
                     "name": p.get("name"),
                     "accepts": p.get("accepts") or {},
                     "defaults": p.get("defaults") or {},
+                    "variants": p.get("variants"),
                 }
                 self.preset.addItem(f"{engine.get('name')} · {p.get('name')}", data)
                 index = self.preset.count() - 1
@@ -164,6 +175,9 @@ class SettingsForm(QtWidgets.QWidget):
                 chosen = i
         self.preset.setCurrentIndex(chosen)
         self.preset.blockSignals(False)
+        data = self.preset.currentData() or {}
+        if (data.get("engine"), data.get("name")) != (current.get("engine"), current.get("name")):
+            self.variants.setValue(_preset_variants(data))
         self._apply_accepts()
 
     def _preset_changed(self, *_: Any) -> None:
@@ -173,6 +187,7 @@ class SettingsForm(QtWidgets.QWidget):
             self.steps.setValue(int(defaults["steps"]))
         if "strength" in defaults and defaults["strength"] is not None:
             self.strength.setValue(float(defaults["strength"]))
+        self.variants.setValue(_preset_variants(data))
         self._apply_accepts()
 
     def _apply_accepts(self) -> None:
@@ -246,6 +261,9 @@ class TouchupDockerWidget(QtWidgets.QWidget):
         self.stage.setObjectName("touchup_stage")
         layout.addWidget(self.progress)
         layout.addWidget(self.stage)
+        # Right under Refine: the candidates are what the retoucher looks at next.
+        self.strip = ResultsStrip(ctl)
+        layout.addWidget(self.strip)
 
         conn = QtWidgets.QHBoxLayout()
         self.state_label = QtWidgets.QLabel("")
@@ -298,7 +316,10 @@ class TouchupDockerWidget(QtWidgets.QWidget):
     def refresh_layers(self, document: Any = None) -> None:
         from krita import Krita
 
-        self.form.set_layers(layer_choices(document or Krita.instance().activeDocument()))
+        document = document or Krita.instance().activeDocument()
+        self.form.set_layers(layer_choices(document))
+        self.ctl.forget_closed()
+        self.strip.set_document(document)
 
     def edit_config(self) -> None:
         dialog = ConfigDialog(self.ctl.config, self)
@@ -451,6 +472,15 @@ class ConfigDialog(QtWidgets.QDialog):
             self.connection.setText(import_connection(path))
         except (ConnectionError_, OSError) as exc:
             QtWidgets.QMessageBox.warning(self, "Touchup", str(exc))
+
+
+def _preset_variants(preset: dict[str, Any] | None) -> int:
+    """The variants a preset makes by default (hello's preset table; 1 where it says nothing)."""
+    preset = preset or {}
+    value = preset.get("variants")
+    if value is None:
+        value = (preset.get("defaults") or {}).get("variants")
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _select(combo: QtWidgets.QComboBox, data: Any) -> None:

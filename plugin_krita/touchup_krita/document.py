@@ -65,6 +65,16 @@ class ColorSpace:
         return profile_transfer(self.profile)
 
 
+@dataclass(frozen=True)
+class ResultTarget:
+    """Where a result layer goes: the document, the colour space it must have, and the source
+    layer it goes above (None: the top of the stack). Kept by the results strip, without pixels."""
+
+    document: Any
+    colorspace: ColorSpace
+    source_node_id: Any = None
+
+
 @dataclass
 class Capture:
     """Everything read from the document for one job: the request's frames and where to paste."""
@@ -78,6 +88,12 @@ class Capture:
     #: ``uniqueId`` of the source layer (the result goes right above it); None: visible image.
     source_node_id: Any = None
     doc_size: tuple[int, int] = (0, 0)
+    #: The selection's bounds (the region the strip's thumbnails zoom on); empty: whole canvas.
+    selection: Rect = Rect(0, 0, 0, 0)
+
+    @property
+    def target(self) -> ResultTarget:
+        return ResultTarget(self.document, self.colorspace, self.source_node_id)
 
 
 def capture(document: Any, settings: RefineSettings) -> Capture:
@@ -135,6 +151,7 @@ def capture(document: Any, settings: RefineSettings) -> Capture:
         references=references,
         source_node_id=node.uniqueId() if node is not None else None,
         doc_size=(width, height),
+        selection=bounds if not bounds.empty else tile,
     )
 
 

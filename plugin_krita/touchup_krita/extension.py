@@ -1,4 +1,4 @@
-"""Krita registration: the Tools > Touchup menu with its three actions, and the docker factory."""
+"""Krita registration: the Tools > Touchup menu with its actions, and the docker factory."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ ACTIONS = {
     "touchup_refine_selection": "Refine Selection…",
     "touchup_refine_again": "Refine Again",
     "touchup_cancel": "Cancel Refine",
+    "touchup_compare": "Compare with Original",
 }
 
 
@@ -37,6 +38,7 @@ class TouchupExtension(Extension):
             "touchup_refine_selection": lambda: _guarded(self.refine_selection),
             "touchup_refine_again": lambda: _guarded(lambda: _controller().refine_again()),
             "touchup_cancel": lambda: _guarded(lambda: _controller().cancel()),
+            "touchup_compare": lambda: _guarded(lambda: _controller().compare()),
         }
         for action_id, text in ACTIONS.items():
             action = window.createAction(action_id, text, "")

@@ -2,7 +2,10 @@
 
 Results are applied strictly in submission order, so layers stack the way the user clicked.
 The connection (``connection.py``) carries the messages; the controller passes in a callback
-that turns a result into a layer.
+that turns a result into a layer. A job asking for several variants gets each finished one as a
+``variant`` message before its final ``result``: each is checked against the tile and handed on
+at once (``variant_ready``), and progress messages carry the variant being computed and the
+engine's live preview frame.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from touchup.shared.client import BackendError, refine_request
+from touchup.shared.frames import Frame
 from touchup.shared.protocol import ErrorCode, Kind, Message, Transfer, make_header
 from touchup.shared.result import SentTile, checked_result
 
@@ -35,6 +39,9 @@ class JobState(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+#: A finished variant that is not the last (the last one comes as the ``result``).
+VARIANT = Kind.VARIANT
 
 TERMINAL = frozenset({JobState.READY, JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 OVER = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
@@ -64,6 +71,13 @@ class Job:
     finished: float = 0.0
     cancel_requested: bool = False
     sent: SentTile | None = None  # the tile the result must fit
+    #: Variants: how many the backend makes for this job, which one it is computing now, and
+    #: the ``variant`` messages that arrived before the final ``result``.
+    variants: int = 1
+    variant: int = 0
+    variant_results: list[Message] = field(default_factory=list)
+    #: The engine's latest low-resolution look at the result (a ``preview`` frame), while running.
+    preview: Frame | None = None
 
     @property
     def terminal(self) -> bool:
@@ -80,6 +94,8 @@ class JobQueue(QtCore.QObject):
 
     changed = Signal()
     job_over = Signal(object)
+    #: (job, message): a finished variant, checked against the tile; sent as soon as it lands.
+    variant_ready = Signal(object, object)
 
     def __init__(
         self, backend: Backend, apply: Callable[[Job], Any], parent: QtCore.QObject | None = None
@@ -207,7 +223,23 @@ class JobQueue(QtCore.QObject):
             job.stage = str(msg.header.get("stage") or "")
             job.step = int(msg.header.get("step") or 0)
             job.total = int(msg.header.get("total") or 0)
+            self._note_variant(job, msg)
+            preview = msg.frame("preview")
+            if preview is not None:
+                job.preview = preview
+        elif msg.kind == VARIANT:
+            try:
+                if job.sent is not None:
+                    checked_result(msg, job.sent)
+            except BackendError as exc:
+                self._fail(job, exc.code, exc.message)
+            else:
+                self._note_variant(job, msg)
+                job.preview = None
+                job.variant_results.append(msg)
+                self.variant_ready.emit(job, msg)
         elif msg.kind == Kind.RESULT:
+            self._note_variant(job, msg)
             try:
                 if job.sent is not None:
                     checked_result(msg, job.sent)
@@ -224,6 +256,15 @@ class JobQueue(QtCore.QObject):
             self._finish(job, JobState.CANCELLED, ErrorCode.CANCELLED, "")
         self._flush()
         self.changed.emit()
+
+    @staticmethod
+    def _note_variant(job: Job, msg: Message) -> None:
+        variants = msg.header.get("variants")
+        if isinstance(variants, int) and variants >= 1:
+            job.variants = variants
+        variant = msg.header.get("variant")
+        if isinstance(variant, int) and variant >= 0:
+            job.variant = variant
 
     def _on_state(self, state: str) -> None:
         if state == ConnectionState.CONNECTED:
@@ -263,6 +304,7 @@ class JobQueue(QtCore.QObject):
 
     def _finish(self, job: Job, state: JobState, code: str, error: str) -> None:
         job.state = state
+        job.preview = None
         job.error_code = code
         job.error = error or human_message(code)
         job.finished = time.monotonic()

@@ -11,7 +11,7 @@ from typing import Any
 
 from touchup.shared.frames import Frame
 
-from .document import Capture, PluginError, find_node
+from .document import Capture, PluginError, ResultTarget, find_node
 from .qt import QtCore
 
 
@@ -22,8 +22,10 @@ def is_open(document: Any) -> bool:
     return any(d == document for d in Krita.instance().documents())
 
 
-def insert_result(capture: Capture, frame: Frame, origin: tuple[int, int], name: str) -> Any:
-    """Add ``frame`` (RGBA result, alpha = blend mask) as layer ``name``; return the new node."""
+def insert_result(capture: Capture | ResultTarget, frame: Frame, origin: tuple[int, int], name: str) -> Any:
+    """Add ``frame`` (RGBA result, alpha = blend mask) as layer ``name``; return the new node.
+
+    ``capture``: the job's capture, or the :class:`ResultTarget` the results strip kept of it."""
     document = capture.document
     if not is_open(document):
         raise PluginError("The document was closed before the result arrived; the result was dropped.")

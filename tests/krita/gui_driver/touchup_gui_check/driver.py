@@ -72,7 +72,12 @@ class Driver(Extension):
     def actions_and_menu(self, window) -> dict:
         k = Krita.instance()
         found = {}
-        for action_id in ("touchup_refine_selection", "touchup_refine_again", "touchup_cancel"):
+        for action_id in (
+            "touchup_refine_selection",
+            "touchup_refine_again",
+            "touchup_cancel",
+            "touchup_compare",
+        ):
             action = k.action(action_id)
             assert action is not None, f"action {action_id} is not registered"
             found[action_id] = {"text": action.text(), "shortcut": action.shortcut().toString()}
@@ -81,7 +86,10 @@ class Driver(Extension):
         tools = next(a for a in menubar.actions() if a.objectName() == "tools")
         touchup = next(a for a in tools.menu().actions() if a.text().replace("&", "") == "Touchup")
         entries = [a.text() for a in touchup.menu().actions()]
-        assert entries == ["Refine Selection…", "Refine Again", "Cancel Refine"], entries
+        assert entries == ["Refine Selection…", "Refine Again", "Cancel Refine", "Compare with Original"], (
+            entries
+        )
+        assert found["touchup_compare"]["shortcut"] == "Ctrl+Alt+P", found
         return {"actions": found, "menu": f"Tools > Touchup > {entries}"}
 
     def docker_present(self, window, state) -> dict:
