@@ -90,3 +90,25 @@ def layer_name(instruction: str = "", *fallbacks: str | None) -> str:
     if len(label) > LAYER_LABEL_MAX:
         label = label[: LAYER_LABEL_MAX - 1].rstrip() + "…"
     return LAYER_PREFIX + label
+
+
+#: What a group of variants is called when neither an instruction nor a reference names it.
+VARIANTS_LABEL = "variants"
+
+
+def variants_group_name(instruction: str = "", *fallbacks: str | None) -> str:
+    """The name of the layer group holding one request's variants: the same rule as a single
+    result layer (``Touchup: <instruction>``), with ``Touchup: variants`` as the last resort, so
+    a group never reads "refined selection" when it holds several candidates."""
+    return layer_name(instruction, *fallbacks, VARIANTS_LABEL)
+
+
+def variant_label(index: int, count: int) -> str:
+    """``variant 2 of 4`` for the 0-based ``index``: how progress and layers count variants."""
+    return f"variant {index + 1} of {count}"
+
+
+def variant_layer_name(index: int, count: int, seed: int | None) -> str:
+    """One variant's layer inside its group: which one it is and the seed that reproduces it."""
+    label = variant_label(index, count).capitalize()
+    return f"{label} (seed {seed})" if seed is not None else label

@@ -106,3 +106,42 @@ def test_presets_whose_weights_are_missing_are_not_offered() -> None:
         }
     }
     assert transport.presets_from_hello(hello) == ["qwen-edit/qwen-image-edit-2509", "classic/default"]
+
+
+def test_progress_names_the_variant_and_fills_the_bar_across_all_of_them() -> None:
+    header = {"stage": "refine", "step": 3, "total": 6, "variant": 1, "variants": 3}
+    event = transport.progress_of(header)
+    assert event.text == "Touchup: Refining, variant 2 of 3…"
+    assert event.fraction == pytest.approx((1 + 0.5) / 3)
+    # One variant reads as it always did.
+    single = transport.progress_of({"stage": "refine", "step": 3, "total": 6, "variant": 0, "variants": 1})
+    assert single.text == "Touchup: Refining…" and single.fraction == pytest.approx(0.5)
+
+
+def test_each_presets_default_variant_count_comes_from_hello() -> None:
+    hello = {
+        "capabilities": {
+            "default_engine": "classic",
+            "engines": [
+                {
+                    "name": "classic",
+                    "presets": [{"name": "default", "variants": 1}],
+                    "available": {"ok": True},
+                },
+                {"name": "flux", "presets": [{"name": "fill", "variants": 4}], "available": {"ok": True}},
+            ],
+        }
+    }
+    assert transport.preset_variants(hello) == {"classic/default": 1, "flux/fill": 4}
+    offer = transport.Offer(transport.presets_from_hello(hello), transport.preset_variants(hello))
+    assert offer.default_variants("flux/fill") == 4
+    assert offer.default_variants("") == 1  # empty: the backend's default preset
+    assert offer.default_variants("unknown/one") is None
+
+
+def test_a_failure_after_some_variants_says_they_stay() -> None:
+    exc = transport.BackendError("engine_failed", "out of luck")
+    assert "stay in the image" not in transport.user_message(exc, "tcp://127.0.0.1:9")
+    assert "The 2 variants finished before that stay in the image." in transport.user_message(
+        exc, "tcp://127.0.0.1:9", kept=2
+    )
