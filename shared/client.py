@@ -335,7 +335,8 @@ class Client:
     ) -> Message:
         """Wait for the job submitted as ``req_id`` to finish; return its result message.
 
-        ``on_event`` sees every accepted/progress message. Raises :class:`BackendError` for an
+        ``on_event`` sees every accepted, progress and ``variant`` message (a multi-variant job's
+        finished variants before its last one, which is the result). Raises :class:`BackendError` for an
         error or cancellation; ``timeout`` when the job exceeds ``timeout``; ``unreachable`` when
         the backend died; ``backend_restarted`` when another backend instance now answers (the
         job was lost with the old one). The backend is pinged after ``idle_timeout`` seconds
@@ -409,3 +410,33 @@ class Client:
     ) -> Message:
         """Submit and wait: the blocking convenience for scripts."""
         return self.wait(self.submit(header, frames), on_event=on_event, timeout=timeout)
+
+    def refine_variants(
+        self,
+        header: dict[str, Any],
+        frames: list[Frame],
+        on_event: Callable[[Message], None] | None = None,
+        timeout: float | None = None,
+    ) -> list[Message]:
+        """Submit and wait for every variant: the ``variant`` messages and the final ``result``,
+        in variant order (one message for a one-variant job).
+
+        ``on_event`` still sees each variant as it arrives, so a caller that must keep what
+        came before a cancel or an error (both raise :class:`BackendError`) can keep it there.
+        """
+        variants: list[Message] = []
+
+        def collect(msg: Message) -> None:
+            if msg.kind == Kind.VARIANT:
+                variants.append(msg)
+            if on_event is not None:
+                on_event(msg)
+
+        result = self.refine(header, frames, on_event=collect, timeout=timeout)
+        return sorted([*variants, result], key=variant_index)
+
+
+def variant_index(msg: Message) -> int:
+    """The 0-based variant a ``variant`` or ``result`` message holds (0 from an older backend)."""
+    value = msg.header.get("variant", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

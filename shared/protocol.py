@@ -61,6 +61,7 @@ class Kind(WireEnum):
     ACCEPTED = "accepted"
     PROGRESS = "progress"
     RESULT = "result"
+    VARIANT = "variant"  # a finished variant of a multi-variant job; the last one comes as ``result``
     ERROR = "error"
     CANCEL = "cancel"
     CANCELLED = "cancelled"

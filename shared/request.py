@@ -25,6 +25,10 @@ MAX_NAME = 128
 MAX_PROMPT = 4000
 #: How many unknown keys an error message names.
 MAX_UNKNOWN_SHOWN = 4
+#: Most results one request may ask for (``params.variants``).
+MAX_VARIANTS = 8
+#: Seeds wrap here (the ``seed`` field's bound plus one).
+SEED_MODULUS = 2**63
 #: Output sample types (the same names as frame dtypes).
 DTYPES = ("u8", "u16", "f16", "f32")
 
@@ -130,7 +134,15 @@ REFINE_FIELDS: tuple[Field, ...] = (
 PARAM_FIELDS: tuple[Field, ...] = (
     Field("strength", FieldType.FLOAT, 1.0, 0.0, 1.0, doc="how far the engine may depart from the source"),
     Field("steps", FieldType.INT, None, 1, 1000, doc="denoising steps (engine's default)"),
-    Field("seed", FieldType.INT, 0, 0, 2**63 - 1, doc="random seed"),
+    Field("seed", FieldType.INT, 0, 0, SEED_MODULUS - 1, doc="random seed (variant i uses seed + i)"),
+    Field(
+        "variants",
+        FieldType.INT,
+        None,
+        1,
+        MAX_VARIANTS,
+        doc="results with consecutive seeds, each sent when done (default: the preset's)",
+    ),
     Field("guidance", FieldType.FLOAT, None, 0.0, 100.0, doc="guidance scale (engine's default)"),
     Field("context", FieldType.FLOAT, 64.0, 0.0, 4096.0, doc="context margin, px at 1-megapixel scale"),
     Field("feather", FieldType.FLOAT, 8.0, 0.0, 1024.0, doc="inward blend width in px"),
@@ -147,6 +159,13 @@ MESSAGE_FIELDS: dict[str, tuple[Field, ...]] = {
 
 #: Parameter defaults as a client sends them (``None``: the engine's default, left out).
 DEFAULT_PARAMS: dict[str, Any] = {f.name: f.default for f in PARAM_FIELDS}
+
+
+def variant_seed(seed: int, index: int) -> int:
+    """The seed variant ``index`` (0-based) of a request with ``seed`` runs with: consecutive
+    seeds, so "variant 3 of seed 10" and "seed 13 alone" give the same pixels, wrapping within
+    the ``seed`` field's range."""
+    return (int(seed) + int(index)) % SEED_MODULUS
 
 
 def check_fields(fields: tuple[Field, ...], values: Mapping[str, Any]) -> dict[str, Any]:

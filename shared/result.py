@@ -16,7 +16,7 @@ from typing import Any
 
 from .client import BackendError
 from .frames import Frame
-from .protocol import ErrorCode, Message
+from .protocol import ErrorCode, Kind, Message
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,10 @@ class SentTile:
 
 
 def checked_result(msg: Message, sent: SentTile) -> tuple[Frame, tuple[int, int]]:
-    """The result frame and its document origin, or :class:`BackendError` ``bad_result``."""
+    """The result frame and its document origin, or :class:`BackendError` ``bad_result``.
+
+    ``msg`` is a ``result`` or a ``variant`` message (each variant of a job is checked alike).
+    """
 
     def bad(why: str) -> BackendError:
         return BackendError(
@@ -47,6 +50,8 @@ def checked_result(msg: Message, sent: SentTile) -> tuple[Frame, tuple[int, int]
             f"the backend's result does not fit the region that was sent ({why}); nothing was changed",
         )
 
+    if msg.kind not in (Kind.RESULT, Kind.VARIANT):
+        raise bad(f"it is a {msg.kind[:32]!r} message")
     frame = msg.frame("result")
     if frame is None:
         raise bad("it holds no image")

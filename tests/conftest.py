@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 from touchup.backend.engines import register_engine
-from touchup.backend.tools.bench_engines import IDENTITY
+from touchup.backend.tools.bench_engines import IDENTITY, SEEDED
 from touchup.shared.client import BackendError, Client
 
-# In-process tests (the pipeline, eval) use the identity engine by name too.
+# In-process tests (the pipeline, eval) use the test engines by name too.
 register_engine("identity", IDENTITY)
+register_engine("seeded", SEEDED)
 
 
 def free_endpoint() -> str:
@@ -65,7 +66,7 @@ class BackendProcess:
         self.config_path = workdir / "config.toml"
         config.setdefault("engine", "classic")
         # Test engines exist only where a backend is configured to offer them.
-        config.setdefault("extra_engines", {"identity": IDENTITY})
+        config.setdefault("extra_engines", {"identity": IDENTITY, "seeded": SEEDED})
         config.setdefault("log_file", str(self.log_path))
         self.config_path.write_text(_toml(config))
         self.proc = subprocess.Popen(

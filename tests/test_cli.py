@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -234,3 +235,39 @@ def test_serve_flags_override_config_and_engine_options(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_refine_variants_writes_numbered_results_and_a_contact_sheet(backend, tmp_path):
+    image = photo()
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    cv2.imwrite(str(src), image)
+    args = (
+        "refine",
+        str(src),
+        "--box",
+        "40,30,50,40",
+        "--engine",
+        "seeded",
+        "--seed",
+        "5",
+        "--endpoint",
+        backend,
+    )
+    r = touchup(*args, "--variants", "3", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()
+    results = [cv2.imread(str(tmp_path / f"out-{i}.png"), cv2.IMREAD_UNCHANGED) for i in (1, 2, 3)]
+    outside = np.ones(image.shape[:2], bool)
+    outside[30:70, 40:90] = False
+    for result in results:
+        assert result.shape == image.shape and np.array_equal(result[outside], image[outside])
+    inside = ~outside
+    assert all(not np.array_equal(a[inside], b[inside]) for a, b in itertools.pairwise(results))
+    # out-2 is seed 6: the same pixels as a one-variant run with --seed 6.
+    r = touchup(*args[:-4], "--seed", "6", "--endpoint", backend, "-o", str(tmp_path / "alone.png"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(cv2.imread(str(tmp_path / "alone.png")), results[1])
+    sheet = cv2.imread(str(tmp_path / "out-sheet.png"))
+    assert sheet is not None and sheet.shape[1] >= 4 * 160  # before + three variants, side by side
+    r = touchup(*args, "--variants", "9", "-o", str(out))
+    assert r.returncode == 1 and "variants must be between 1 and 8" in r.stderr and "[bad_params]" in r.stderr

@@ -370,11 +370,11 @@ def test_a_dead_worker_fails_its_job_and_is_replaced(tmp_path, caplog):
     class DiesOnce(LocalExecutor):
         died = False
 
-        def run(self, work, engine, preset, on_progress, is_cancelled):
+        def run(self, work, engine, preset, on_progress, is_cancelled, on_variant=None):
             if not DiesOnce.died:
                 DiesOnce.died = True
                 raise SystemExit("simulated crash outside any job handler")
-            return super().run(work, engine, preset, on_progress, is_cancelled)
+            return super().run(work, engine, preset, on_progress, is_cancelled, on_variant)
 
     def factory(config):
         return DiesOnce(config.engine_options, config.idle_unload_s)

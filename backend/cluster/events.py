@@ -1,4 +1,5 @@
-"""What a replica streams back for one job: progress per step, then exactly one ending.
+"""What a replica streams back for one job: progress per step, each variant as it is done,
+then exactly one ending.
 
 Plain dataclasses (no Ray types), so the front can read them without knowing how they came.
 Failures the user should see travel as :class:`Failed` with their protocol code; only the
@@ -20,13 +21,25 @@ class Progress:
     step: int
     total: int
     preview: np.ndarray | None = None
+    variant: int = 0
+
+
+@dataclass
+class VariantDone:
+    """One variant of the job, every shipped part of it refined (sent before the next is done)."""
+
+    index: int
+    outcomes: list[ShippedOutcome]  # one per shipped part
+    replica: str
+    loads: int  # presets this replica has loaded so far (affinity shows as no change)
 
 
 @dataclass
 class Finished:
-    outcomes: list[ShippedOutcome]  # one per shipped part
+    """Every variant was sent; the job is over."""
+
     replica: str
-    loads: int  # presets this replica has loaded so far (affinity shows as no change)
+    loads: int
     seconds: float
 
 
@@ -42,4 +55,4 @@ class WasCancelled:
     """The engine stopped at a cancel check."""
 
 
-Event = Progress | Finished | Failed | WasCancelled
+Event = Progress | VariantDone | Finished | Failed | WasCancelled

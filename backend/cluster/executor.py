@@ -25,7 +25,7 @@ from typing import Any
 
 from ..engines import create_engine
 from ..engines.base import CancelFn, Engine
-from ..pipeline.refine import ProgressFn, RefineJob, RefineOutcome, run_refine
+from ..pipeline.refine import JobProgressFn, RefineJob, RefineOutcome, VariantFn, run_variants
 
 log = logging.getLogger("touchup.executor")
 
@@ -61,12 +61,15 @@ class Executor(ABC):
         work: RefineJob,
         engine: str,
         preset: str | None,
-        on_progress: ProgressFn,
+        on_progress: JobProgressFn,
         is_cancelled: CancelFn,
-    ) -> RefineOutcome:
-        """Run one job to completion on a worker thread.
+        on_variant: VariantFn | None = None,
+    ) -> list[RefineOutcome]:
+        """Run one job to completion on a worker thread; returns every variant's outcome.
 
-        ``on_progress(stage, step, total, preview)`` is called for each step as it happens;
+        ``on_variant(outcome)`` receives each variant as soon as it is done, in index order (the
+        worker sends it to the client at once). ``on_progress(stage, step, total, preview,
+        variant)`` is called for each step as it happens;
         ``is_cancelled()`` turns true when the user cancels, and the run then raises
         :class:`~touchup.backend.errors.Cancelled` at the engine's next check. Failures raise
         :class:`~touchup.backend.errors.TouchupError` (with a protocol code) or any exception
@@ -108,7 +111,15 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._unload_requested = threading.Event()
 
-    def run(self, work, engine, preset, on_progress, is_cancelled) -> RefineOutcome:
+    def run(
+        self,
+        work: RefineJob,
+        engine: str,
+        preset: str | None,
+        on_progress: JobProgressFn,
+        is_cancelled: CancelFn,
+        on_variant: VariantFn | None = None,
+    ) -> list[RefineOutcome]:
         with self._lock:
             try:
                 self._apply_unload_request()
@@ -117,9 +128,9 @@ class LocalExecutor(Executor):
                 self.state = "loading"
                 loaded = self._engine_for(engine, preset)
                 self.state = "busy"
-                outcome = run_refine(work, loaded, on_progress, is_cancelled)
+                outcomes = run_variants(work, loaded, on_progress, is_cancelled, on_variant)
                 self.jobs_done += 1
-                return outcome
+                return outcomes
             finally:
                 self.state = "idle"
                 self.last_job_end = time.monotonic()

@@ -23,9 +23,11 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+import numpy as np
 import ray
 from ray import serve
 from ray.serve.request_router import FIFOMixin, MultiplexMixin, PendingRequest, RequestRouter, RunningReplica
@@ -33,9 +35,10 @@ from ray.serve.request_router import FIFOMixin, MultiplexMixin, PendingRequest, 
 from ...shared.protocol import ErrorCode
 from ..engines import ENGINES
 from ..errors import Cancelled, TouchupError
-from .events import Failed, Finished, Progress, WasCancelled
+from ..pipeline.refine import JobProgressFn, RefineJob, RefineOutcome, VariantFn
+from .events import Failed, Finished, Progress, VariantDone, WasCancelled
 from .executor import LocalExecutor
-from .shipping import ShippedJob, run_parts
+from .shipping import ShippedJob, ShippedOutcome, run_parts
 
 log = logging.getLogger("touchup.cluster")
 
@@ -160,7 +163,8 @@ class EngineReplica:
         return _Resident(key)
 
     async def run(self, shipped: ShippedJob):
-        """Stream the job's events: progress per step, then Finished, Failed or WasCancelled."""
+        """Stream the job's events: progress per step, each variant as it is done, then
+        Finished, Failed or WasCancelled."""
         key = serve.get_multiplexed_model_id()
         started = time.perf_counter()
         self._busy_since = time.time()
@@ -178,10 +182,18 @@ class EngineReplica:
             loop = asyncio.get_running_loop()
             events: asyncio.Queue = asyncio.Queue()
 
-            def on_progress(stage: str, step: int, total: int, preview=None) -> None:
-                loop.call_soon_threadsafe(events.put_nowait, Progress(stage, step, total, preview))
+            def on_progress(
+                stage: str, step: int, total: int, preview: np.ndarray | None = None, variant: int = 0
+            ) -> None:
+                loop.call_soon_threadsafe(events.put_nowait, Progress(stage, step, total, preview, variant))
 
-            done = loop.run_in_executor(None, self._run_blocking, shipped, on_progress, cancel.is_set)
+            def on_variant(index: int, outcomes: list[ShippedOutcome]) -> None:
+                done_event = VariantDone(index, outcomes, self.replica, self.loads)
+                loop.call_soon_threadsafe(events.put_nowait, done_event)
+
+            done = loop.run_in_executor(
+                None, self._run_blocking, shipped, on_progress, cancel.is_set, on_variant
+            )
             done.add_done_callback(lambda _f: events.put_nowait(None))
             try:
                 while (event := await events.get()) is not None:
@@ -204,12 +216,18 @@ class EngineReplica:
             self._busy_since = None
             self._report()
 
-    def _run_blocking(self, shipped: ShippedJob, on_progress, is_cancelled):
-        def run(work, report):
-            return self._executor.run(work, shipped.engine, shipped.preset, report, is_cancelled)
+    def _run_blocking(
+        self,
+        shipped: ShippedJob,
+        on_progress: JobProgressFn,
+        is_cancelled: Callable[[], bool],
+        on_variant: Callable[[int, list[ShippedOutcome]], None],
+    ) -> Finished | Failed | WasCancelled:
+        def run(work: RefineJob, report: JobProgressFn, deliver: VariantFn) -> list[RefineOutcome]:
+            return self._executor.run(work, shipped.engine, shipped.preset, report, is_cancelled, deliver)
 
         try:
-            outcomes = run_parts(shipped.parts, run, on_progress)
+            run_parts(shipped.parts, run, on_progress, on_variant)
         except Cancelled:
             return WasCancelled()
         except TouchupError as exc:
@@ -222,7 +240,7 @@ class EngineReplica:
             log.exception("job crashed on replica %s", self.replica)
             return Failed(ErrorCode.ENGINE_FAILED, f"the engine failed: {exc}", traceback.format_exc(limit=5))
         self.jobs += 1
-        return Finished(outcomes, self.replica, self.loads, 0.0)
+        return Finished(self.replica, self.loads, 0.0)
 
     def check_health(self) -> None:
         """Serve calls this every few seconds; raising marks the replica unhealthy (restarted)."""

@@ -18,6 +18,7 @@ import os
 import threading
 from typing import Any
 
+import numpy as np
 import ray
 from ray import serve
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
@@ -27,8 +28,10 @@ from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledErr
 from ...shared.protocol import ErrorCode
 from ..config import Config
 from ..engines import ENGINES, engine_class
+from ..engines.base import CancelFn
 from ..errors import BadInput, Cancelled, EngineError, TouchupError
-from .events import Failed, Finished, Progress, WasCancelled
+from ..pipeline.refine import JobProgressFn, RefineJob, RefineOutcome, VariantFn
+from .events import Failed, Finished, Progress, VariantDone, WasCancelled
 from .executor import ClusterError, Executor, parse_autoscale
 from .local_ray import is_loopback, loopback_only, start_local_ray
 from .pool import APP_NAME, BOARD_NAME, ENGINE_DEPLOYMENT, NAMESPACE, AffinityRouter, PoolBoard, model_key
@@ -133,19 +136,32 @@ class RayExecutor(Executor):
             ray.shutdown()
 
     # -- jobs --------------------------------------------------------------------------------
-    def run(self, work, engine, preset, on_progress, is_cancelled):
+    def run(
+        self,
+        work: RefineJob,
+        engine: str,
+        preset: str | None,
+        on_progress: JobProgressFn,
+        is_cancelled: CancelFn,
+        on_variant: VariantFn | None = None,
+    ) -> list[RefineOutcome]:
         try:
             spec = self._engine(engine).preset(preset)
         except KeyError:
             raise BadInput(f"engine {engine!r} has no preset {preset!r}", ErrorCode.UNKNOWN_PRESET) from None
         shipped = ShippedJob(cut(work, spec.working), engine, preset)
         key = model_key(engine, spec.name)
+        # Variants already handed on stay handed on: a retry on another replica recomputes them
+        # (same seeds, same pixels) but does not send them twice.
+        delivered: dict[int, RefineOutcome] = {}
         with self._lock:
             self._running += 1
         try:
             for attempt in (1, 2):
                 try:
-                    return self._stream(shipped, key, work.source, on_progress, is_cancelled)
+                    return self._stream(
+                        shipped, key, work.source, on_progress, is_cancelled, on_variant, delivered
+                    )
                 except _ReplicaLost as lost:
                     if attempt == 2:
                         raise TouchupError(
@@ -154,13 +170,22 @@ class RayExecutor(Executor):
                             str(lost),
                         ) from None
                     log.warning("replica lost mid-job (%s); retrying on another replica", lost)
-                    on_progress("retry", 1, 1, None)
+                    on_progress("retry", 1, 1, None, len(delivered))
             raise AssertionError("unreachable")
         finally:
             with self._lock:
                 self._running -= 1
 
-    def _stream(self, shipped: ShippedJob, key: str, source, on_progress, is_cancelled):
+    def _stream(
+        self,
+        shipped: ShippedJob,
+        key: str,
+        source: np.ndarray,
+        on_progress: JobProgressFn,
+        is_cancelled: CancelFn,
+        on_variant: VariantFn | None,
+        delivered: dict[int, RefineOutcome],
+    ) -> list[RefineOutcome]:
         if self.handle is None:
             raise TouchupError("the pool is not started", ErrorCode.CLUSTER_UNAVAILABLE)
         try:
@@ -177,14 +202,24 @@ class RayExecutor(Executor):
         try:
             for event in response:
                 if isinstance(event, Progress):
-                    on_progress(event.stage, event.step, event.total, event.preview)
-                elif isinstance(event, Finished):
+                    on_progress(event.stage, event.step, event.total, event.preview, event.variant)
+                elif isinstance(event, VariantDone):
+                    if event.index in delivered:
+                        continue
                     outcome = unpack_outcome(event.outcomes, shipped.parts, source)
-                    outcome.timings["replica"] = event.seconds
                     outcome.meta["replica"] = event.replica
                     outcome.meta["replica_loads"] = event.loads
                     outcome.meta["shipped_bytes"] = shipped.nbytes()
-                    return outcome
+                    delivered[event.index] = outcome
+                    if on_variant is not None:
+                        on_variant(outcome)
+                elif isinstance(event, Finished):
+                    outcomes = [delivered[i] for i in sorted(delivered)]
+                    if not outcomes:
+                        raise EngineError("the replica ended the job without a result")
+                    for outcome in outcomes:
+                        outcome.timings["replica"] = event.seconds
+                    return outcomes
                 elif isinstance(event, Failed):
                     raise TouchupError(event.message, event.code, event.detail)
                 elif isinstance(event, WasCancelled):

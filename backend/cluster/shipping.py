@@ -27,7 +27,7 @@ from ...shared.geometry import Rect, scaled_margin
 from ..engines.base import WorkingSize
 from ..pipeline.focus import _PREGROUP_ISLANDS, find_islands, plan_regions
 from ..pipeline.pasteback import new_layer
-from ..pipeline.refine import ProgressFn, RefineJob, RefineOutcome
+from ..pipeline.refine import JobProgressFn, RefineJob, RefineOutcome, VariantFn
 
 
 @dataclass
@@ -66,6 +66,9 @@ class ShippedOutcome:
     regions: list[Rect]
     meta: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    variant: int = 0
+    variants: int = 1
+    seed: int = 0
 
     def nbytes(self) -> int:
         return int(self.layer.nbytes + self.composite.nbytes)
@@ -110,29 +113,56 @@ def cut(work: RefineJob, working: WorkingSize) -> list[ShippedPart]:
     return parts
 
 
-def part_progress(on_progress: ProgressFn, k: int, n: int) -> ProgressFn:
+def part_progress(on_progress: JobProgressFn, k: int, n: int) -> JobProgressFn:
     """Progress of part ``k`` of ``n`` named as the whole job's pipeline names its regions."""
     if n == 1:
         return on_progress
 
-    def report(stage: str, step: int, total: int, preview=None) -> None:
+    def report(
+        stage: str, step: int, total: int, preview: np.ndarray | None = None, variant: int = 0
+    ) -> None:
         if stage == "refine":
-            on_progress(f"refine {k}/{n}", step, total, preview)
+            on_progress(f"refine {k}/{n}", step, total, preview, variant)
         elif stage in ("focus", "paste"):
-            on_progress(stage, k, n, preview)
+            on_progress(stage, k, n, preview, variant)
         else:
-            on_progress(stage, step, total, preview)
+            on_progress(stage, step, total, preview, variant)
 
     return report
 
 
+#: ``run(work, on_progress, on_variant)``: a part through the replica's executor, every variant.
+PartRunner = Callable[[RefineJob, JobProgressFn, VariantFn], list[RefineOutcome]]
+
+
 def run_parts(
-    parts: list[ShippedPart], run: Callable[[RefineJob, ProgressFn], RefineOutcome], on_progress: ProgressFn
-) -> list[ShippedOutcome]:
-    """Run each part (on the replica) and pack its outcome."""
-    return [
-        pack_outcome(run(p.work, part_progress(on_progress, k, len(parts)))) for k, p in enumerate(parts, 1)
-    ]
+    parts: list[ShippedPart],
+    run: PartRunner,
+    on_progress: JobProgressFn,
+    on_variant: Callable[[int, list[ShippedOutcome]], None] | None = None,
+) -> list[list[ShippedOutcome]]:
+    """Run each part (on the replica) with every variant and pack the outcomes; returns, per
+    variant, one outcome per part.
+
+    Parts run one after the other, each preparing its crop once for all seeds; variant ``i`` is
+    complete when the last part has refined it, and goes to ``on_variant(i, outcomes)`` then,
+    before the last part's next variant is ready.
+    """
+    done: list[list[ShippedOutcome]] = []  # per part, per variant
+    for k, part in enumerate(parts, 1):
+        packed: list[ShippedOutcome] = []
+
+        def deliver(
+            outcome: RefineOutcome, _packed: list[ShippedOutcome] = packed, _last: bool = k == len(parts)
+        ) -> None:
+            _packed.append(pack_outcome(outcome))
+            if _last and on_variant is not None:
+                i = outcome.variant
+                on_variant(i, [d[i] for d in done] + [_packed[-1]])
+
+        run(part.work, part_progress(on_progress, k, len(parts)), deliver)
+        done.append(packed)
+    return [[d[i] for d in done] for i in range(len(done[0]))] if done else []
 
 
 def pack_outcome(outcome: RefineOutcome) -> ShippedOutcome:
@@ -147,6 +177,9 @@ def pack_outcome(outcome: RefineOutcome) -> ShippedOutcome:
         regions=list(outcome.regions),
         meta=outcome.meta,
         timings=outcome.timings,
+        variant=outcome.variant,
+        variants=outcome.variants,
+        seed=outcome.seed,
     )
 
 
@@ -182,7 +215,17 @@ def unpack_outcome(
         meta["color_correct"] = any(r.get("color_correct") for r in region_meta)
     elif region_meta:
         meta["regions"] = region_meta
-    return RefineOutcome(layer=layer, composite=composite, regions=regions, meta=meta, timings=timings)
+    first = shipped[0]
+    return RefineOutcome(
+        layer=layer,
+        composite=composite,
+        regions=regions,
+        meta=meta,
+        timings=timings,
+        variant=first.variant,
+        variants=first.variants,
+        seed=first.seed,
+    )
 
 
 def _moved(info: dict[str, Any], dx: int, dy: int) -> dict[str, Any]:

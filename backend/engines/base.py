@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ..errors import Cancelled
 
 #: ``on_progress(stage, step, total, preview)``; ``preview`` is a small float32 RGB image or None.
 ProgressFn = Callable[[str, int, int, "np.ndarray | None"], None]
@@ -110,6 +112,8 @@ class RefineParams:
     mode: str = "refine"  # "refine" | "regenerate"
     color_correct: bool = True
     preset: str | None = None
+    #: How many results with consecutive seeds (None: the preset's ``variants``).
+    variants: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +146,10 @@ class EngineRequest:
     on_progress: ProgressFn = _no_progress
     is_cancelled: CancelFn = _never_cancelled
 
+    def with_seed(self, seed: int) -> EngineRequest:
+        """This request for one seed (what :meth:`Engine.refine_variants` runs per variant)."""
+        return replace(self, params=replace(self.params, seed=int(seed)))
+
 
 @dataclass
 class EngineOutput:
@@ -167,6 +175,9 @@ class Preset:
     capabilities: Capabilities = field(default_factory=Capabilities)
     defaults: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    #: Results a request gets when it names no count (``params.variants``): one where a result
+    #: is deterministic enough that more would only repeat it, several for generative models.
+    variants: int = 1
 
 
 class Engine(ABC):
@@ -212,6 +223,7 @@ class Engine(ABC):
                     "accepts": asdict(p.capabilities),
                     "working": asdict(p.working),
                     "defaults": dict(p.defaults),
+                    "variants": p.variants,
                 }
                 for p in presets.values()
             ],
@@ -235,6 +247,20 @@ class Engine(ABC):
         colour drift from them. Long work calls ``request.is_cancelled()`` often and raises
         ``Cancelled`` once it turns true.
         """
+
+    def refine_variants(self, request: EngineRequest, seeds: Sequence[int]) -> Iterator[EngineOutput]:
+        """Refine the same crop once per seed, yielding each output, in ``seeds`` order, as soon
+        as it is done (the pipeline pastes it back and sends it before the next one is ready).
+
+        ``request.params.seed`` is ignored: output ``i`` must equal ``refine`` of the request
+        with seed ``seeds[i]``, so a variant can be reproduced alone. This default runs
+        :meth:`refine` per seed; an engine that can share work between seeds (encode the
+        prompt and the condition images once, denoise several seeds in one batch) overrides it.
+        """
+        for seed in seeds:
+            if request.is_cancelled():
+                raise Cancelled()
+            yield self.refine(request.with_seed(seed))
 
     def unload(self) -> None:
         """Free the device memory held by the engine. Idempotent."""

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from ...shared.geometry import scaled_margin
 from ...shared.protocol import ErrorCode, Transfer
-from ..engines.base import Engine, EngineRequest, ProgressFn, RefineParams
+from ...shared.request import variant_seed
+from ..engines.base import Engine, EngineOutput, EngineRequest, Preset, ProgressFn, RefineParams
 from ..errors import BadInput, Cancelled, EngineError
 from .colour import encode_srgb, from_engine, to_engine
-from .focus import crop, focus_crop, plan_regions, resize_part
+from .focus import FocusRegion, crop, focus_crop, plan_regions, resize_part
 from .imaging import mask_to_float, rgb_float
 from .pasteback import blend_region, drift_field, feather_alpha, new_layer
 
@@ -59,6 +60,10 @@ class RefineOutcome:
     regions: list[Any] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Which of the job's results this is: index (0-based), how many, and the seed it used.
+    variant: int = 0
+    variants: int = 1
+    seed: int = 0
 
 
 def _validate(job: RefineJob, engine: Engine) -> tuple[np.ndarray, Any]:
@@ -117,27 +122,93 @@ def _value_range(image: np.ndarray) -> tuple[float, float]:
     return min(lo, 0.0), max(hi, 1.0)
 
 
+class JobProgressFn(Protocol):
+    """``on_progress(stage, step, total, preview, variant)`` of a whole job: an engine's
+    :data:`ProgressFn` plus the 0-based index of the variant being computed (with seeds run in
+    one batch, the first variant of the batch)."""
+
+    def __call__(
+        self, stage: str, step: int, total: int, preview: np.ndarray | None = None, variant: int = 0
+    ) -> None: ...
+
+
+#: ``on_variant(outcome)``: a finished variant, pasted back, handed over before the next is ready.
+VariantFn = Callable[["RefineOutcome"], None]
+
+
+def _silent(stage: str, step: int, total: int, preview: np.ndarray | None = None, variant: int = 0) -> None:
+    """The default progress sink."""
+
+
+def variant_count(params: RefineParams, preset: Preset) -> int:
+    """How many results a job asks for: its own count, else the preset's default."""
+    return int(params.variants or preset.variants)
+
+
 def run_refine(
     job: RefineJob,
     engine: Engine,
     on_progress: ProgressFn | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> RefineOutcome:
-    """Refine every focus region of ``job`` with ``engine`` and paste the results back.
+    """Refine ``job`` once, with its own seed, whatever variant count it carries: the
+    single-result path of the evaluation and benchmarks (and variant 0 of :func:`run_variants`).
+
+    ``on_progress(stage, step, total, preview)`` as an engine reports it.
+    """
+    report = on_progress or _silent
+
+    def progress(
+        stage: str, step: int, total: int, preview: np.ndarray | None = None, variant: int = 0
+    ) -> None:
+        report(stage, step, total, preview)
+
+    single = replace(job, params=replace(job.params, variants=1))
+    return run_variants(single, engine, progress, is_cancelled)[0]
+
+
+@dataclass
+class _Variant:
+    """One variant's paste-back target and what it gathers across the job's focus regions."""
+
+    index: int
+    seed: int
+    layer: np.ndarray
+    composite: np.ndarray
+    engine_meta: dict[str, Any] = field(default_factory=dict)
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=lambda: {"engine": 0.0, "paste": 0.0})
+
+
+def run_variants(
+    job: RefineJob,
+    engine: Engine,
+    on_progress: JobProgressFn | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    on_variant: VariantFn | None = None,
+) -> list[RefineOutcome]:
+    """Refine every focus region of ``job`` with ``engine`` once per variant and paste back.
+
+    Each region is cropped, upsampled and encoded for the engine once; the engine then runs the
+    variants' seeds (``seed + i``, see :func:`~touchup.shared.request.variant_seed`) through
+    :meth:`~touchup.backend.engines.base.Engine.refine_variants`, which may batch them. Every
+    output is pasted back at once into its own layer, so variant ``i``'s outcome goes to
+    ``on_variant`` as soon as its last region is done, before the next variant is ready.
+    Returns every variant's outcome in index order.
 
     Progress stages: ``focus`` (step k of n regions), ``refine`` (the engine's own steps; with
-    several regions the stage reads ``refine k/n``), ``paste``. Raises BadInput (with its
-    protocol code) for a job the engine cannot do, Cancelled once ``is_cancelled()`` turns
-    true, EngineError when the engine returns something unusable.
+    several regions the stage reads ``refine k/n``), ``paste``, each with the variant's index.
+    Raises BadInput (with its protocol code) for a job the engine cannot do, Cancelled once
+    ``is_cancelled()`` turns true, EngineError when the engine returns something unusable.
     """
-    report = on_progress or (lambda stage, step, total, preview: None)
+    report = on_progress or _silent
     cancelled = is_cancelled or (lambda: False)
     mask, preset = _validate(job, engine)
     source, params = job.source, job.params
     h, w = source.shape[:2]
     doc_w, doc_h = job.doc_size or (w, h)
     margin = scaled_margin(params.context, doc_w, doc_h)
-    timings = {"crop": 0.0, "engine": 0.0, "paste": 0.0}
+    crop_time = 0.0
     colour = source[:, :, :3] if source.shape[2] == 4 else source
 
     t0 = time.perf_counter()
@@ -146,17 +217,17 @@ def run_refine(
     # after resampling in linear light) and decoded right after the engine, before paste-back.
     transfer = Transfer(job.transfer)
     references = [to_engine(rgb_float(r), transfer) for r in job.references]
-    layer = new_layer(source)
-    composite = source.copy()
-    timings["crop"] += time.perf_counter() - t0
+    count = variant_count(params, preset)
+    seeds = [variant_seed(params.seed, i) for i in range(count)]
+    variants = [_Variant(i, seed, new_layer(source), source.copy()) for i, seed in enumerate(seeds)]
+    crop_time += time.perf_counter() - t0
 
     n = len(regions)
-    region_meta: list[dict[str, Any]] = []
-    merged_meta: dict[str, Any] = {}
+    outcomes: list[RefineOutcome] = []
     for k, region in enumerate(regions, start=1):
         if cancelled():
             raise Cancelled()
-        report("focus", k, n, None)
+        report("focus", k, n, None, 0)
         t0 = time.perf_counter()
         image, crop_mask = focus_crop(source, mask, region)
         to_engine(image, transfer)
@@ -168,78 +239,140 @@ def run_refine(
             image *= np.float32(1.0 / (hi - lo))
         if region.work_width * region.work_height > region.rect.area:
             np.clip(image, 0.0, 1.0, out=image)  # bicubic overshoot (shrinking cannot overshoot)
-        timings["crop"] += time.perf_counter() - t0
+        crop_time += time.perf_counter() - t0
 
         stage = "refine" if n == 1 else f"refine {k}/{n}"
-        t0 = time.perf_counter()
-        output = engine.refine(
-            EngineRequest(
-                crop=image,
-                mask=crop_mask,
-                references=references,
-                prompt=job.prompt,
-                params=params,
-                native_size=(region.rect.width, region.rect.height),
-                on_progress=lambda _stage, step, total, preview, _s=stage: report(_s, step, total, preview),
-                is_cancelled=cancelled,
-            )
+        current = [0]  # the variant the engine works on (the first of a batch), for progress
+
+        def engine_progress(
+            _stage: str,
+            step: int,
+            total: int,
+            preview: np.ndarray | None,
+            _s: str = stage,
+            _current: list[int] = current,
+        ) -> None:
+            report(_s, step, total, preview, _current[0])
+
+        request = EngineRequest(
+            crop=image,
+            mask=crop_mask,
+            references=references,
+            prompt=job.prompt,
+            params=params,
+            native_size=(region.rect.width, region.rect.height),
+            on_progress=engine_progress,
+            is_cancelled=cancelled,
         )
-        timings["engine"] += time.perf_counter() - t0
-        if cancelled():
-            raise Cancelled()
+        outputs = engine.refine_variants(request, seeds)
+        try:
+            for variant in variants:
+                current[0] = variant.index
+                t0 = time.perf_counter()
+                output = next(outputs, None)
+                variant.timings["engine"] += time.perf_counter() - t0
+                if output is None:
+                    raise EngineError(
+                        f"engine {engine.name!r} returned {variant.index} result(s) for {count} seed(s)"
+                    )
+                if cancelled():
+                    raise Cancelled()
+                t0 = time.perf_counter()
+                _paste(job, mask, region, image, crop_mask, (lo, hi), output, engine.name, variant)
+                report("paste", k, n, None, variant.index)
+                variant.timings["paste"] += time.perf_counter() - t0
+                if k == n:
+                    outcome = _outcome(variant, count, regions, engine, preset, margin, crop_time, job)
+                    outcomes.append(outcome)
+                    if on_variant is not None:
+                        on_variant(outcome)
+        finally:
+            close = getattr(outputs, "close", None)
+            if close is not None:
+                close()  # an engine's generator stops at once (and frees its batch) on any failure
+    return outcomes
 
-        t0 = time.perf_counter()
-        refined = _checked(output.image, image, engine.name)
-        drift_meta: dict[str, Any] = {"color_correct": False}
-        if params.color_correct:
-            field, drift_meta = drift_field(image, refined, crop_mask, _half_step(source.dtype) / (hi - lo))
-            if field is not None:
-                refined -= field
-        if (lo, hi) != (0.0, 1.0):
-            refined *= np.float32(hi - lo)
-            refined += np.float32(lo)
-        from_engine(refined, transfer)
-        window = region.selection.translate(-region.rect.x, -region.rect.y)
-        back = resize_part(refined, region.rect.width, region.rect.height, window)
-        # Strength is a blend weight, unless the engine already used it (as denoising strength).
-        strength = 1.0 if output.strength_applied else params.strength
-        alpha = feather_alpha(mask, region.selection, params.feather, strength, region.islands)
-        blend_region(source, back, alpha, region.selection, layer, composite)
-        report("paste", k, n, None)
-        timings["paste"] += time.perf_counter() - t0
 
-        merged_meta.update(output.meta)
-        region_meta.append(
-            {
-                "rect": region.rect.as_list(),
-                "selection": region.selection.as_list(),
-                "work_size": [region.work_width, region.work_height],
-                "scale": round(region.scale, 4),
-                "value_range": [lo, hi],
-                **drift_meta,
-                "engine": dict(output.meta),
-            }
-        )
+def _paste(
+    job: RefineJob,
+    mask: np.ndarray,
+    region: FocusRegion,
+    image: np.ndarray,
+    crop_mask: np.ndarray,
+    value_range: tuple[float, float],
+    output: EngineOutput,
+    name: str,
+    variant: _Variant,
+) -> None:
+    """One engine output back into its variant's layer and composite (drift, range, feather)."""
+    source, params = job.source, job.params
+    lo, hi = value_range
+    refined = _checked(output.image, image, name)
+    drift_meta: dict[str, Any] = {"color_correct": False}
+    if params.color_correct:
+        drift, drift_meta = drift_field(image, refined, crop_mask, _half_step(source.dtype) / (hi - lo))
+        if drift is not None:
+            refined -= drift
+    if (lo, hi) != (0.0, 1.0):
+        refined *= np.float32(hi - lo)
+        refined += np.float32(lo)
+    from_engine(refined, Transfer(job.transfer))
+    window = region.selection.translate(-region.rect.x, -region.rect.y)
+    back = resize_part(refined, region.rect.width, region.rect.height, window)
+    # Strength is a blend weight, unless the engine already used it (as denoising strength).
+    strength = 1.0 if output.strength_applied else params.strength
+    alpha = feather_alpha(mask, region.selection, params.feather, strength, region.islands)
+    blend_region(source, back, alpha, region.selection, variant.layer, variant.composite)
+    variant.engine_meta.update(output.meta)
+    variant.regions.append(
+        {
+            "rect": region.rect.as_list(),
+            "selection": region.selection.as_list(),
+            "work_size": [region.work_width, region.work_height],
+            "scale": round(region.scale, 4),
+            "value_range": [lo, hi],
+            **drift_meta,
+            "engine": dict(output.meta),
+        }
+    )
 
+
+def _outcome(
+    variant: _Variant,
+    count: int,
+    regions: list[FocusRegion],
+    engine: Engine,
+    preset: Preset,
+    margin: float,
+    crop_time: float,
+    job: RefineJob,
+) -> RefineOutcome:
+    params = job.params
     meta = {
-        **merged_meta,
+        **variant.engine_meta,
         "engine_name": engine.name,
         "preset": preset.name,
         "margin": margin,
         "feather": params.feather,
         "strength": params.strength,
         "mode": params.mode,
-        "transfer": transfer.value,
-        "color_correct": any(r["color_correct"] for r in region_meta),
-        "scales": [r["scale"] for r in region_meta],
-        "regions": region_meta,
+        "transfer": Transfer(job.transfer).value,
+        "color_correct": any(r["color_correct"] for r in variant.regions),
+        "scales": [r["scale"] for r in variant.regions],
+        "regions": variant.regions,
+        "seed": variant.seed,
+        "variant": variant.index,
+        "variants": count,
     }
     return RefineOutcome(
-        layer=layer,
-        composite=composite,
+        layer=variant.layer,
+        composite=variant.composite,
         regions=[r.rect for r in regions],
         meta=meta,
-        timings=timings,
+        timings={"crop": crop_time, **variant.timings},
+        variant=variant.index,
+        variants=count,
+        seed=variant.seed,
     )
 
 

@@ -505,6 +505,8 @@ class Server:
                     step=job.step,
                     total=job.total,
                     position=0,
+                    variant=job.variant,
+                    variants=job.variants,
                 )
             self._send(router, job.peer, header)
 
@@ -518,6 +520,8 @@ class Server:
             step=0,
             total=0,
             position=position,
+            variant=0,
+            variants=job.variants,
         )
 
 

@@ -21,7 +21,7 @@ from ...shared.protocol import ErrorCode, Message, Transfer
 from ...shared.request import PARAM_FIELDS, REFINE_FIELDS, RequestError, check_fields, check_known
 from ..config import Config
 from ..engines import ENGINES, engine_class
-from ..engines.base import RefineParams
+from ..engines.base import Preset, RefineParams
 from ..errors import BadInput
 from ..pipeline.imaging import frame_to_array, mask_to_float
 from ..pipeline.refine import RefineJob
@@ -100,6 +100,8 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
             ErrorCode.UNKNOWN_PRESET,
         )
     params.preset = preset
+    if params.variants is None and presets:  # resolved here, so every progress message can say N
+        params.variants = (presets[preset] if preset is not None else next(iter(presets.values()))).variants
 
     source_arr = frame_to_array(source)
     mask_arr = frame_to_array(mask)
@@ -138,13 +140,14 @@ def parse_params(raw: dict[str, Any], preset: str | None) -> RefineParams:
     return RefineParams(preset=preset, **check_fields(PARAM_FIELDS, raw))
 
 
-_PRESETS: dict[tuple[str, int], list[str]] = {}
+_PRESETS: dict[tuple[str, int], dict[str, Preset]] = {}
 
 
-def engine_presets(engine: str, config: Config) -> list[str]:
-    """The preset names of ``engine`` as configured. Presets belong to an engine instance (its
-    options may change them), so an instance is made once per engine, without loading a model."""
+def engine_presets(engine: str, config: Config) -> dict[str, Preset]:
+    """The presets of ``engine`` as configured, the default first. Presets belong to an engine
+    instance (its options may change them), so an instance is made once per engine, without
+    loading a model."""
     key = (engine, id(config))
     if key not in _PRESETS:
-        _PRESETS[key] = list(engine_class(engine)(config.engine_options(engine)).presets)
+        _PRESETS[key] = dict(engine_class(engine)(config.engine_options(engine)).presets)
     return _PRESETS[key]

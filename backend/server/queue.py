@@ -52,11 +52,17 @@ class Job:
     stage: str = "queued"
     step: int = 0
     total: int = 0
+    variant: int = 0  # the variant being computed
     position: int = -1  # last queue position told to the client (network thread only)
 
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    @property
+    def variants(self) -> int:
+        """How many results the job makes (the edge resolved the preset's default)."""
+        return int(self.work.params.variants or 1)
 
     def summary(self, with_owner: bool = False) -> dict[str, Any]:
         h, w = self.work.source.shape[:2]
@@ -68,6 +74,8 @@ class Job:
             "stage": self.stage,
             "step": self.step,
             "total": self.total,
+            "variant": self.variant,
+            "variants": self.variants,
             "age_s": round(time.monotonic() - self.submitted, 3),
         }
         if with_owner:

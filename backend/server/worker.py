@@ -99,23 +99,43 @@ class Worker(threading.Thread):
             return make_header(Kind.CANCELLED), []
         last_sent: list[tuple] = [()]
 
-        def on_progress(stage: str, step: int, total: int, preview: np.ndarray | None = None) -> None:
+        def on_progress(
+            stage: str, step: int, total: int, preview: np.ndarray | None = None, variant: int = 0
+        ) -> None:
             # One event per distinct step (diffusion engines report each denoising step once);
             # repeats of the same step carry nothing new unless they bring a preview.
-            job.stage, job.step, job.total = stage, step, total
+            job.stage, job.step, job.total, job.variant = stage, step, total, variant
             if job.cancelled:
                 raise Cancelled()  # every progress report is also a cancel check
-            if (stage, step, total) == last_sent[0] and preview is None:
+            if (stage, step, total, variant) == last_sent[0] and preview is None:
                 return
-            last_sent[0] = (stage, step, total)
+            last_sent[0] = (stage, step, total, variant)
             frames = [_preview_frame(preview)] if preview is not None else []
-            header = make_header(Kind.PROGRESS, stage=stage, step=step, total=total, position=0)
+            header = make_header(
+                Kind.PROGRESS,
+                stage=stage,
+                step=step,
+                total=total,
+                position=0,
+                variant=variant,
+                variants=job.variants,
+            )
             out.send_multipart(_parts(job, header, frames), copy=False)
 
         started = time.perf_counter()
+
+        def on_variant(outcome: RefineOutcome) -> None:
+            # Every variant but the last goes out the moment it is pasted back; the last one is
+            # the job's ``result``, sent once the job has left the queue.
+            if outcome.variant < outcome.variants - 1:
+                header, frames = result_message(job, outcome, time.perf_counter() - started, Kind.VARIANT)
+                out.send_multipart(_parts(job, header, frames), copy=False)
+
         try:
-            outcome = self.executor.run(job.work, job.engine, job.preset, on_progress, lambda: job.cancelled)
-            return result_message(job, outcome, time.perf_counter() - started)
+            outcomes = self.executor.run(
+                job.work, job.engine, job.preset, on_progress, lambda: job.cancelled, on_variant
+            )
+            return result_message(job, outcomes[-1], time.perf_counter() - started)
         except Cancelled:
             log.info("job %s cancelled", job.job_id)
             return make_header(Kind.CANCELLED), []
@@ -131,8 +151,11 @@ class Worker(threading.Thread):
             ), []
 
 
-def result_message(job: Job, outcome: RefineOutcome, seconds: float) -> tuple[dict[str, Any], list]:
-    """The ``result`` header and frame: only the part of the tile the new layer covers."""
+def result_message(
+    job: Job, outcome: RefineOutcome, seconds: float, kind: Kind = Kind.RESULT
+) -> tuple[dict[str, Any], list]:
+    """The ``result`` (or ``variant``) header and frame: only the part of the tile the new layer
+    covers, with which variant it is and the seed it used."""
     layer = _convert(outcome.layer, job.output_dtype)
     bx, by, bw, bh = cv2.boundingRect((outcome.layer[:, :, 3] > 0).view(np.uint8))
     if bw == 0 or bh == 0:
@@ -151,9 +174,18 @@ def result_message(job: Job, outcome: RefineOutcome, seconds: float) -> tuple[di
     meta["engine"] = job.engine
     meta["preset"] = outcome.meta.get("preset")
     meta["seconds"] = round(seconds, 4)
-    log.info("job %s done in %.2f s", job.job_id, seconds)
+    if kind is Kind.RESULT:
+        log.info("job %s done in %.2f s", job.job_id, seconds)
     return (
-        make_header(Kind.RESULT, origin=[ox + x0, oy + y0], size=[x1 - x0, y1 - y0], meta=_plain(meta)),
+        make_header(
+            kind,
+            origin=[ox + x0, oy + y0],
+            size=[x1 - x0, y1 - y0],
+            meta=_plain(meta),
+            variant=outcome.variant,
+            variants=outcome.variants,
+            seed=outcome.seed,
+        ),
         [array_to_frame(layer, "result", job.order)],
     )
 

@@ -20,6 +20,7 @@ from ..errors import Cancelled
 
 #: Import paths for ``extra_engines`` / ``register_engine``.
 IDENTITY = "touchup.backend.tools.bench_engines:IdentityEngine"
+SEEDED = "touchup.backend.tools.bench_engines:SeededEngine"
 SLOW_ENGINE = "slow-test"
 SLOW = "touchup.backend.tools.bench_engines:SlowEngine"
 
@@ -97,6 +98,58 @@ def _stats(image: np.ndarray) -> dict[str, Any]:
         "min": flat.min(axis=0).astype(float).tolist(),
         "max": flat.max(axis=0).astype(float).tolist(),
     }
+
+
+SEEDED_PRESET = Preset(
+    "default",
+    "seed-dependent colour shift of the selection",
+    working=WorkingSize(target_area=256 * 256, multiple=8, min_side=32, max_side=1024),
+    capabilities=Capabilities(
+        reference=True, max_references=4, prompt=True, regenerate=True, seed=True, steps=True
+    ),
+    defaults={"steps": 6},
+    variants=1,  # like the CPU engine: a test asks for its count explicitly
+)
+
+
+def seed_shift(seed: int) -> np.ndarray:
+    """The RGB offset :class:`SeededEngine` adds for ``seed``: each channel 0.12 to 0.3 in size,
+    its sign drawn too, so any two seeds differ visibly (in 8 bits, by far more than rounding)."""
+    rng = np.random.default_rng(int(seed))
+    return (rng.uniform(0.12, 0.3, 3) * rng.choice([-1.0, 1.0], 3)).astype(np.float32)
+
+
+class SeededEngine(Engine):
+    """Shifts the selected pixels' colour by an offset drawn from the seed: the same seed gives
+    the same pixels, different seeds visibly different ones, like a generative model but in
+    milliseconds. That lets the editors' tests check variants, previews and determinism.
+
+    It reports ``steps`` progress steps (preset default 6), each with a preview (the crop shifted
+    by the step's share of the offset, as a denoising preview converges), and sleeps ``step_s``
+    seconds per step (engine option, default 0.05) so a test can watch progress arrive.
+    Pixels outside the selection are returned unchanged, as paste-back's drift estimate expects.
+    """
+
+    name = "seeded"
+    description = "Seed-dependent colour shift of the selection (tests)."
+
+    def make_presets(self) -> dict[str, Preset]:
+        return {SEEDED_PRESET.name: SEEDED_PRESET}
+
+    def refine(self, request: EngineRequest) -> EngineOutput:
+        params = request.params
+        steps = int(params.steps or SEEDED_PRESET.defaults["steps"])
+        step_s = float(self.options.get("step_s", 0.05))
+        shift = seed_shift(params.seed)
+        selected = (request.mask > 0)[:, :, None]
+        for step in range(1, steps + 1):
+            if request.is_cancelled():
+                raise Cancelled()
+            if step_s:
+                time.sleep(step_s)
+            request.on_progress("denoise", step, steps, np.clip(request.crop + shift * (step / steps), 0, 1))
+        out = np.where(selected, np.clip(request.crop + shift, 0.0, 1.0), request.crop).astype(np.float32)
+        return EngineOutput(out, meta={"engine": self.name, "seed": int(params.seed), "steps": steps})
 
 
 _SLOW_WORKING = WorkingSize(target_area=64 * 64, multiple=8, min_side=32, max_side=256, allow_downscale=True)

@@ -201,7 +201,16 @@ def make_sheet(
         c = _unit_rgb(clean)
         panels[0] = (f"before  {region_psnr(b, c, mask):.2f} dB", b)
         panels[1] = (f"after  {region_psnr(a, c, mask):.2f} dB", a)
-    to8 = [(t, np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)) for t, p in panels]
+    return contact_sheet(panels, mask, side)
+
+
+def contact_sheet(
+    panels: list[tuple[str, np.ndarray]], mask: np.ndarray | None = None, side: int = 360
+) -> np.ndarray:
+    """Captioned images side by side (uint8, 3 channels in the images' own order), each fitted
+    to ``side`` px; with a mask, a second row zooms on the selection's box, where a refine's
+    changes are. Images of any depth and mode; all of one size when a mask is given."""
+    to8 = [(t, np.clip(np.rint(_unit_rgb(p) * 255), 0, 255).astype(np.uint8)) for t, p in panels]
     rows = [[_label(_fit(p, side), t) for t, p in to8]]
     if mask is not None:
         m = (mask[..., 0] if mask.ndim == 3 else mask) > 0

@@ -36,7 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", default="", help="instruction for engines that take one")
     p.add_argument("--engine", help="engine name (default: the backend's default)")
     p.add_argument("--preset", help="engine preset")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (variant i uses SEED + i)")
+    p.add_argument(
+        "--variants",
+        type=int,
+        metavar="N",
+        help="N results with consecutive seeds (1-8; default: the preset's, 1 on the CPU engine, 4 on "
+        "diffusion presets); several write OUTPUT-1 ... OUTPUT-N and a contact sheet OUTPUT-sheet.png",
+    )
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
@@ -115,7 +122,7 @@ def _run(args: argparse.Namespace) -> None:
     from ....shared.client import BackendError, Client, refine_request
     from ....shared.geometry import Rect, context_tile
     from ....shared.result import SentTile, checked_result
-    from ...pipeline.imaging import frame_to_array, from_float, to_float, wrap_frame
+    from ...pipeline.imaging import frame_to_array, wrap_frame
     from ..launch import is_running, start_backend
 
     image = _read(args.input, "input")
@@ -148,6 +155,7 @@ def _run(args: argparse.Namespace) -> None:
             "strength": args.strength,
             "steps": args.steps,
             "seed": args.seed,
+            "variants": args.variants,
             "guidance": args.guidance,
             "context": args.context,
             "feather": args.feather,
@@ -184,7 +192,9 @@ def _run(args: argparse.Namespace) -> None:
         ):
             try:
                 client.hello(timeout=10)  # learn the backend's instance: a restart then fails the job at once
-                result = client.refine(header, frames, on_event=progress.update, timeout=args.timeout)
+                results = client.refine_variants(
+                    header, frames, on_event=progress.update, timeout=args.timeout
+                )
             except BackendError as exc:
                 raise CliError(exc.message, exc.code) from None
             if started is not None:
@@ -199,11 +209,55 @@ def _run(args: argparse.Namespace) -> None:
             except Exception:
                 started.kill()
 
-    try:
-        frame, (ox, oy) = checked_result(result, SentTile.of_request(header, frames))
-    except BackendError as exc:
-        raise CliError(exc.message, exc.code) from None
-    layer = frame_to_array(frame)  # RGBA order after conversion
+    sent = SentTile.of_request(header, frames)
+    several = len(results) > 1
+    written: list[tuple[str, Any]] = []
+    for result in results:
+        try:
+            frame, (ox, oy) = checked_result(result, sent)
+        except BackendError as exc:
+            raise CliError(exc.message, exc.code) from None
+        layer = frame_to_array(frame)  # RGBA order after conversion
+        out = _composite(image, bgr, mask, layer, ox, oy)
+        index = int(result.header.get("variant", 0)) + 1
+        path = _numbered(args.output, index) if several else args.output
+        _write(path, out)
+        written.append((f"seed {result.header.get('seed', args.seed)}", out))
+        if args.layer_out:
+            layer_path = _numbered(args.layer_out, index) if several else args.layer_out
+            _write(layer_path, layer[:, :, [2, 1, 0, 3]])
+            lh, lw = layer.shape[:2]
+            info: dict[str, Any] = {"x": ox, "y": oy, "width": lw, "height": lh, "doc_size": [width, height]}
+            info["meta"] = result.header.get("meta", {})
+            Path(layer_path + ".json").write_text(json.dumps(info, indent=2))
+    meta = results[-1].header.get("meta", {})
+    if several:
+        from ...tools.example import contact_sheet
+
+        sheet_path = str(Path(args.output).with_name(Path(args.output).stem + "-sheet.png"))
+        _write(sheet_path, contact_sheet([("before", image), *written], mask))  # BGR in, BGR out
+        print(
+            f"wrote {_numbered(args.output, 1)} ... {_numbered(args.output, len(results))} and {sheet_path} "
+            f"({meta.get('engine')}, {meta.get('seconds', 0):.2f} s)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"wrote {args.output} ({meta.get('engine')}, {meta.get('seconds', 0):.2f} s)", file=sys.stderr)
+
+
+def _numbered(path: str, index: int) -> str:
+    """``out.png`` -> ``out-3.png``: variant 3 of the job (counted from 1, as a user does)."""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{index}{p.suffix}"))
+
+
+def _composite(image: Any, bgr: Any, mask: Any, layer: Any, ox: int, oy: int) -> Any:
+    """The input with the RGBA ``layer`` blended in at (``ox``, ``oy``), as an editor shows it:
+    same size, mode and depth; every pixel the layer leaves transparent copied unchanged."""
+    import numpy as np
+
+    from ...pipeline.imaging import from_float, to_float
+
     lh, lw = layer.shape[:2]
     out = bgr.copy()
     region = out[oy : oy + lh, ox : ox + lw]
@@ -216,19 +270,12 @@ def _run(args: argparse.Namespace) -> None:
     keep = alpha[:, :, 0] <= 0  # untouched pixels are copied, never recomputed
     blended[keep] = region[:, :, :3][keep]
     region[:, :, :3] = blended
-    if grey:
+    if image.ndim == 2:
         import cv2
 
         out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
         out[mask == 0] = image[mask == 0]
-    _write(args.output, out)
-    if args.layer_out:
-        _write(args.layer_out, layer[:, :, [2, 1, 0, 3]])
-        info: dict[str, Any] = {"x": ox, "y": oy, "width": lw, "height": lh, "doc_size": [width, height]}
-        info["meta"] = result.header.get("meta", {})
-        Path(args.layer_out + ".json").write_text(json.dumps(info, indent=2))
-    meta = result.header.get("meta", {})
-    print(f"wrote {args.output} ({meta.get('engine')}, {meta.get('seconds', 0):.2f} s)", file=sys.stderr)
+    return out
 
 
 def _as_colour(image):

@@ -154,6 +154,8 @@ class DiffusionPreset(Preset):
     refine_strength: float | None = None
     regenerate_strength: float | None = None
     memory: MemoryProfile | None = None
+    #: A generative model's results differ per seed: offer a choice by default.
+    variants: int = 4
 
     def models(self) -> list[ModelRef]:
         """Every repository the preset needs, base first."""
