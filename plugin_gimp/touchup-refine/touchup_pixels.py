@@ -201,6 +201,9 @@ class VariantGroup:
         _fill(layer, origin, frame, self.fmt)
         layer.set_visible(index == 0)
         self.layers.append(layer)
+        # Inserting selects the new layer; keep the one on show selected, so that what the
+        # user paints or looks at next is the visible candidate, not a hidden one.
+        self.image.set_selected_layers([self.layers[0]])
         return layer
 
     def close(self) -> None:

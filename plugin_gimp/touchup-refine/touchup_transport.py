@@ -219,10 +219,6 @@ def progress_text(stage: str, variant: int = 0, variants: int = 1) -> str:
     return f"Touchup: {stage_text(stage)}…"
 
 
-#: The message kind of every variant but the last (the last one is the ``result``).
-VARIANT_KIND = "variant"
-
-
 def run_refine(
     endpoint: str,
     header: dict[str, Any],
@@ -261,7 +257,7 @@ def run_refine(
 
         def relay(msg: Message) -> None:
             h = msg.header
-            if msg.kind == VARIANT_KIND:
+            if msg.kind == Kind.VARIANT:  # every variant but the last
                 checked_result(msg, sent)  # never write what does not fit
                 if on_variant is not None:
                     on_variant(msg)

@@ -145,3 +145,41 @@ def test_a_failure_after_some_variants_says_they_stay() -> None:
     assert "The 2 variants finished before that stay in the image." in transport.user_message(
         exc, "tcp://127.0.0.1:9", kept=2
     )
+
+
+def test_each_variant_is_handed_over_while_the_later_ones_are_computed(backend: str) -> None:
+    """The plug-in inserts what ``on_variant`` receives at once, so variant 1 must arrive before
+    variant 2 is computed, and the progress text must name the variant being made."""
+    rng = np.random.default_rng(1)
+    src = Frame(
+        FrameDesc(48, 40, 4, "u8", "RGBA", "source"), rng.integers(0, 255, (40, 48, 4), np.uint8).tobytes()
+    )
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:30, 12:36] = 255
+    header, frames = transport.refine_request(
+        src,
+        Frame(FrameDesc(48, 40, 1, "u8", "RGBA", "mask"), mask.tobytes()),
+        origin=(5, 7),
+        doc_size=(100, 80),
+        engine="seeded",
+        params={"variants": 3, "seed": 5},
+    )
+    log: list[tuple[str, object]] = []
+    result = transport.run_refine(
+        backend,
+        header,
+        frames,
+        on_progress=lambda event: log.append(("progress", event)),
+        on_variant=lambda msg: log.append(("variant", msg)),
+    )
+    variants = [m for kind, m in log if kind == "variant"]
+    assert [transport.variant_position(m.header) for m in variants] == [(0, 3), (1, 3)]
+    assert transport.variant_position(result.header) == (2, 3)
+    # Variant 0 came before any progress of variant 2: it was handed over mid-job.
+    first = next(i for i, (kind, _m) in enumerate(log) if kind == "variant")
+    later = [e.variant for kind, e in log[first:] if kind == "progress"]
+    assert 2 in later
+    texts = {e.text for kind, e in log if kind == "progress"}
+    assert {"Touchup: Refining, variant 1 of 3…", "Touchup: Refining, variant 3 of 3…"} <= texts
+    names = [transport.variant_layer_name(m.header) for m in [*variants, result]]
+    assert names == ["Variant 1 of 3 (seed 5)", "Variant 2 of 3 (seed 6)", "Variant 3 of 3 (seed 7)"]
