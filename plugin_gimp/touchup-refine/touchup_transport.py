@@ -111,13 +111,16 @@ def split_preset(text: str) -> tuple[str | None, str | None]:
 
 def preset_variants(hello: dict[str, Any]) -> dict[str, int]:
     """Each offered ``engine/preset``'s default number of variants, from the preset table in
-    ``hello`` (1 on the CPU engine, 4 on diffusion presets); presets that do not say are left out."""
+    ``hello`` (1 on the CPU engine, 4 on diffusion presets); presets that do not say are left out.
+    An engine's name alone stands for its default preset, as in a request."""
     defaults: dict[str, int] = {}
     for engine in engines_of(hello):
         for preset in engine.get("presets") or []:
             count = preset.get("variants")
             if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                 defaults[f"{engine.get('name')}/{preset.get('name')}"] = count
+                if preset.get("name") == engine.get("default_preset"):
+                    defaults[str(engine.get("name"))] = count
     return defaults
 
 

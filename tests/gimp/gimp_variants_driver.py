@@ -4,9 +4,10 @@ Steps, in one launch, on a displayed image (a background photo and a layer above
 with one variant (one plain layer, as without variants); refine with N variants through the
 dialog (a watcher thread presses OK), which gives a layer group; record the layer tree and
 every variant's pixels; press Ctrl+Z once in GIMP's window; refine again with Filters > Repeat
-(WITH_LAST_VALS: GIMP stores the last values of interactive runs only); finally show each
-variant of the repeated group alone and record the composite. Results go to ``results.json`` beside the spec, pixels
-to raw files; the assertions live in ``test_gimp_variants.py``.
+(WITH_LAST_VALS: GIMP stores the last values of interactive runs only, and starts every later
+interactive run from them, so only one run here is interactive); finally show each variant of
+the repeated group alone and record the composite. Results go to ``results.json`` beside the
+spec, pixels to raw files; the assertions live in ``test_gimp_variants.py``.
 """
 
 import json
@@ -41,6 +42,17 @@ def press_ok(out):
         xdotool("key", "--clearmodifiers", "Return")
     except Exception:
         out["watch_error"] = traceback.format_exc()
+
+
+def through_dialog(image, drawable, args, out):
+    """Run the procedure INTERACTIVE and press OK in its dialog (GIMP stores last values then;
+    ``args`` apply only while none are stored)."""
+    watcher = threading.Thread(target=press_ok, args=(out,), daemon=True)
+    watcher.start()
+    try:
+        return call(image, drawable, Gimp.RunMode.INTERACTIVE, args)
+    finally:
+        watcher.join(timeout=5)
 
 
 def tree(image):
@@ -150,10 +162,7 @@ def main():
                 layer.set_visible(False)
         out["after_single"] = tree(image)
 
-        watcher = threading.Thread(target=press_ok, args=(out,), daemon=True)
-        watcher.start()
-        out["several"] = call(image, background, Gimp.RunMode.INTERACTIVE, spec["args"])
-        watcher.join(timeout=5)
+        out["several"] = through_dialog(image, background, spec["args"], out)
         out["after_several"] = tree(image)
         out["selected_after_several"] = [layer.get_name() for layer in image.get_selected_layers()]
         dump_visible(image, os.path.join(workdir, "after.raw"))

@@ -128,13 +128,24 @@ def test_each_presets_default_variant_count_comes_from_hello() -> None:
                     "presets": [{"name": "default", "variants": 1}],
                     "available": {"ok": True},
                 },
-                {"name": "flux", "presets": [{"name": "fill", "variants": 4}], "available": {"ok": True}},
+                {
+                    "name": "flux",
+                    "default_preset": "fill",
+                    "presets": [{"name": "dev", "variants": 2}, {"name": "fill", "variants": 4}],
+                    "available": {"ok": True},
+                },
             ],
         }
     }
-    assert transport.preset_variants(hello) == {"classic/default": 1, "flux/fill": 4}
+    assert transport.preset_variants(hello) == {
+        "classic/default": 1,
+        "flux/dev": 2,
+        "flux/fill": 4,
+        "flux": 4,
+    }
     offer = transport.Offer(transport.presets_from_hello(hello), transport.preset_variants(hello))
     assert offer.default_variants("flux/fill") == 4
+    assert offer.default_variants("flux") == 4  # the engine alone: its default preset
     assert offer.default_variants("") == 1  # empty: the backend's default preset
     assert offer.default_variants("unknown/one") is None
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from editor_releases import GIMP
-from gimp_harness import GimpChroot, open_gimp
+from gimp_harness import GimpChroot, RecordingProxy, open_gimp
 from test_gimp_plugin import SELECTION, H, W, damaged, textured, to_dtype
 
 from touchup.shared.texts import layer_name, variant_layer_name, variants_group_name
@@ -54,7 +54,8 @@ def run(gimp: GimpChroot, backend: str) -> dict[str, Any]:
     host, _ = gimp.case_dir("variants")
     (host / "input.raw").write_bytes(_rgba(to_dtype(damaged(textured(3)), "u8")).tobytes())
     (host / "sticker.raw").write_bytes(_sticker().tobytes())
-    common = {"endpoint": backend, "preset": "seeded", "seed": SEED, "feather": 4}
+    proxy = RecordingProxy(backend)
+    common = {"endpoint": proxy.endpoint, "preset": "seeded", "seed": SEED, "feather": 4}
     spec = {
         "width": W,
         "height": H,
@@ -65,11 +66,14 @@ def run(gimp: GimpChroot, backend: str) -> dict[str, Any]:
         "single_args": {**common, "instruction": "just one", "variants": 1},
         "args": {**common, "instruction": INSTRUCTION, "variants": N},
     }
-    [r], output = gimp.run("variants", spec, driver=DRIVER, gui=True)
+    try:
+        [r], output = gimp.run("variants", spec, driver=DRIVER, gui=True)
+    finally:
+        proxy.close()
     assert "error" not in r, r["error"]
     assert "watch_error" not in r, r["watch_error"]
     assert "Traceback" not in output, output[-4000:]
-    return {"r": r, "host": host}
+    return {"r": r, "host": host, "requests": proxy.refines()}
 
 
 def _raw(host: Path, name: str, size: tuple[int, int] = (W, H), channels: int = 4) -> np.ndarray:
@@ -86,6 +90,8 @@ def _mask(host: Path) -> np.ndarray:
 
 def test_one_variant_is_one_plain_layer(run: dict[str, Any]) -> None:
     r = run["r"]
+    # Each run asked for the count it was given; Repeat asked for the dialog's count again.
+    assert [h["params"].get("variants") for h in run["requests"]] == [1, N, N]
     assert r["single"][0] == "success", r["single"]
     single = layer_name("just one")
     assert _names(r["after_single"]) == ["Sticker", single, "Background"]
