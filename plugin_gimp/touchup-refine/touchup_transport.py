@@ -69,8 +69,10 @@ def user_message(exc: BackendError, endpoint: str, kept: int = 0) -> str:
     finished result, as valid as if the job had asked for fewer).
     """
     text = _failure_text(exc, endpoint)
-    if kept:
-        text += f"\nThe {kept} variant{'s' if kept > 1 else ''} finished before that stay in the image."
+    if kept == 1:
+        text += "\nThe variant that finished before that stays in the image."
+    elif kept > 1:
+        text += f"\nThe {kept} variants that finished before that stay in the image."
     return text
 
 

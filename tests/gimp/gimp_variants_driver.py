@@ -5,9 +5,10 @@ with one variant (one plain layer, as without variants); refine with N variants 
 dialog (a watcher thread presses OK), which gives a layer group; record the layer tree and
 every variant's pixels; press Ctrl+Z once in GIMP's window; refine again with Filters > Repeat
 (WITH_LAST_VALS: GIMP stores the last values of interactive runs only, and starts every later
-interactive run from them, so only one run here is interactive); finally show each variant of
-the repeated group alone and record the composite. Results go to ``results.json`` beside the
-spec, pixels to raw files; the assertions live in ``test_gimp_variants.py``.
+interactive run from them, so only one run here is interactive); show each variant of the
+repeated group alone and record the composite; finally refine from a backend that dies after
+the first variant, and undo that. Results go to ``results.json`` beside the spec, pixels to
+raw files; the assertions live in ``test_gimp_variants.py``.
 """
 
 import json
@@ -185,6 +186,14 @@ def main():
                 for layer in children:
                     layer.set_visible(layer == shown)
                 dump_visible(image, os.path.join(workdir, f"repeat.alone{i}.raw"))
+
+        # A backend that dies after the first variant: what arrived stays, as one undo step.
+        out["before_doomed"] = tree(image)
+        out["doomed"] = call(image, background, Gimp.RunMode.NONINTERACTIVE, spec["doomed_args"])
+        out["after_doomed"] = tree(image)
+        Gimp.displays_flush()
+        out["doomed_undo_window"] = undo_with_keyboard(image)
+        out["after_doomed_undo"] = tree(image)
     except Exception:
         out["error"] = traceback.format_exc()
     finally:

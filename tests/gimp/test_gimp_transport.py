@@ -153,8 +153,11 @@ def test_each_presets_default_variant_count_comes_from_hello() -> None:
 def test_a_failure_after_some_variants_says_they_stay() -> None:
     exc = transport.BackendError("engine_failed", "out of luck")
     assert "stay in the image" not in transport.user_message(exc, "tcp://127.0.0.1:9")
-    assert "The 2 variants finished before that stay in the image." in transport.user_message(
-        exc, "tcp://127.0.0.1:9", kept=2
+    assert transport.user_message(exc, "tcp://127.0.0.1:9", kept=2).endswith(
+        "\nThe 2 variants that finished before that stay in the image."
+    )
+    assert transport.user_message(exc, "tcp://127.0.0.1:9", kept=1).endswith(
+        "\nThe variant that finished before that stays in the image."
     )
 
 

@@ -10,11 +10,15 @@ notices: the layer tree, which variant shows, each variant's pixels, the untouch
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import BackendProcess
 from editor_releases import GIMP
 from gimp_harness import GimpChroot, RecordingProxy, open_gimp
 from test_gimp_plugin import SELECTION, H, W, damaged, textured, to_dtype
@@ -26,6 +30,7 @@ pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 DRIVER = Path(__file__).with_name("gimp_variants_driver.py")
 N = 3
 SEED = 5
+DOOMED_SEED = 40  # a seed of its own: GIMP renames a layer whose name is taken
 INSTRUCTION = "make the stripes gold"
 FEATHER = 6
 
@@ -49,8 +54,21 @@ def _rgba(img: np.ndarray) -> np.ndarray:
     return np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
 
 
+def _kill_after_first_variant(doomed: BackendProcess, seen: dict[str, Any]) -> None:
+    """Kill ``doomed`` once it computes its job's second variant (the first one was sent)."""
+    deadline = time.monotonic() + 200
+    with doomed.client() as client:
+        while time.monotonic() < deadline:
+            running = client.status()["queue"]["running"]
+            if running and int(running.get("variant") or 0) >= 1:
+                doomed.proc.kill()
+                seen["killed"] = True
+                return
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
-def run(gimp: GimpChroot, backend: str) -> dict[str, Any]:
+def run(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     host, _ = gimp.case_dir("variants")
     (host / "input.raw").write_bytes(_rgba(to_dtype(damaged(textured(3)), "u8")).tobytes())
     (host / "sticker.raw").write_bytes(_sticker().tobytes())
@@ -66,14 +84,28 @@ def run(gimp: GimpChroot, backend: str) -> dict[str, Any]:
         "single_args": {**common, "instruction": "just one", "variants": 1},
         "args": {**common, "instruction": INSTRUCTION, "variants": N},
     }
+    # Slow steps (6 x 0.3 s per variant), so that it can be killed mid-job.
+    doomed = BackendProcess(tmp_path_factory.mktemp("doomed"), engines={"seeded": {"step_s": 0.3}})
+    spec["doomed_args"] = {
+        **common,
+        "endpoint": doomed.endpoint,
+        "instruction": "doomed",
+        "variants": N,
+        "seed": DOOMED_SEED,
+    }
+    seen: dict[str, Any] = {}
+    killer = threading.Thread(target=_kill_after_first_variant, args=(doomed, seen), daemon=True)
+    killer.start()
     try:
         [r], output = gimp.run("variants", spec, driver=DRIVER, gui=True)
     finally:
         proxy.close()
+        doomed.stop()
+    killer.join(5)
     assert "error" not in r, r["error"]
     assert "watch_error" not in r, r["watch_error"]
     assert "Traceback" not in output, output[-4000:]
-    return {"r": r, "host": host, "requests": proxy.refines()}
+    yield {"r": r, "host": host, "requests": proxy.refines(), "killed": seen.get("killed")}
 
 
 def _raw(host: Path, name: str, size: tuple[int, int] = (W, H), channels: int = 4) -> np.ndarray:
@@ -171,3 +203,21 @@ def test_repeat_keeps_the_variant_count(run: dict[str, Any]) -> None:
         assert not np.array_equal(alone[i][mask == 255], reference[mask == 255]), f"variant {i} alone"
     for i in range(1, N):
         assert not np.array_equal(alone[i][mask == 255], alone[0][mask == 255])
+
+
+def test_a_backend_dying_mid_job_keeps_the_finished_variant_as_one_undo_step(run: dict[str, Any]) -> None:
+    r = run["r"]
+    assert run["killed"], "the backend was never seen computing the second variant"
+    status, message, _seconds = r["doomed"]
+    assert status == "execution-error", r["doomed"]
+    assert "not running" in message and message.endswith(
+        "The variant that finished before that stays in the image."
+    )
+    # The first variant arrived before the backend died and stays, in its group, shown.
+    group = variants_group_name("doomed")
+    assert _names(r["after_doomed"]) == [*_names(r["before_doomed"])[:3], group, "Background"]
+    node = r["after_doomed"][3]
+    assert node["children"] == [{"name": variant_layer_name(0, N, DOOMED_SEED), "visible": True}]
+    # One Ctrl+Z removes it, group and all.
+    assert r["doomed_undo_window"], "Ctrl+Z did not change the image"
+    assert r["after_doomed_undo"] == r["before_doomed"]
