@@ -8,12 +8,17 @@ or a fallback list with a line saying the backend is not running.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
+from gi.repository import Gimp, GimpUi, GObject, Gtk  # noqa: E402
+
+if TYPE_CHECKING:
+    import touchup_transport
 
 #: Arguments shown by the generated dialog, in this order (the preset row is inserted after
 #: the reference chooser).
@@ -52,7 +57,7 @@ def _preset_row(config, presets: list[str]) -> Gtk.Widget:
     return row
 
 
-def _follow_preset_variants(config, offer) -> None:
+def _follow_preset_variants(config: Gimp.ProcedureConfig, offer: touchup_transport.Offer) -> None:
     """Keep the variants count at the chosen preset's default (1 classic, 4 diffusion) until the
     user sets another count: picking a preset then moves the count only while it still equals
     the previous preset's default. A count kept from the last run (Repeat, the dialog shown
@@ -63,7 +68,7 @@ def _follow_preset_variants(config, offer) -> None:
         if default:
             config.set_property("variants", default)
 
-    def changed(_config, _pspec) -> None:
+    def changed(_config: Gimp.ProcedureConfig, _pspec: GObject.ParamSpec) -> None:
         preset = config.get_property("preset") or ""
         before, after = offer.default_variants(state["preset"]), offer.default_variants(preset)
         state["preset"] = preset

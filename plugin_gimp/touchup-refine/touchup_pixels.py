@@ -187,23 +187,24 @@ class VariantGroup:
         self.name = name
         self.fmt = fmt
         self.group: Gimp.GroupLayer | None = None
-        self.layers: list[Gimp.Layer] = []
+        #: The variants inserted so far, by index (they may arrive in any order).
+        self.layers: dict[int, Gimp.Layer] = {}
 
     def add(self, name: str, index: int, origin: tuple[int, int], frame: Frame) -> Gimp.Layer:
-        """Insert variant ``index`` (0-based) under the variants already in the group."""
+        """Insert variant ``index`` (0-based) at its place in index order, shown if it is the first."""
         if self.group is None:
             parent, position = insertion_point(self.image, self.above)
             self.image.undo_group_start()
             self.group = Gimp.GroupLayer.new(self.image, self.name)
             self.image.insert_layer(self.group, parent, position)
         layer = _new_result_layer(self.image, name, frame)
-        self.image.insert_layer(layer, self.group, len(self.layers))
+        self.image.insert_layer(layer, self.group, sum(1 for i in self.layers if i < index))
         _fill(layer, origin, frame, self.fmt)
         layer.set_visible(index == 0)
-        self.layers.append(layer)
+        self.layers[index] = layer
         # Inserting selects the new layer; keep the one on show selected, so that what the
         # user paints or looks at next is the visible candidate, not a hidden one.
-        self.image.set_selected_layers([self.layers[0]])
+        self.image.set_selected_layers([self.layers[min(self.layers)]])
         return layer
 
     def close(self) -> None:
