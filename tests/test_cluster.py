@@ -110,9 +110,11 @@ def ray_address() -> Iterator[str]:
 FRONT = textwrap.dedent(
     """
     import sys
-    from touchup.backend.tools.bench_engines import register_slow_engine
+    from touchup.backend.engines import register_engine
+    from touchup.backend.tools.bench_engines import SEEDED, register_slow_engine
     from touchup.backend.app.cli import main
     register_slow_engine()
+    register_engine("seeded", SEEDED)
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -366,6 +368,28 @@ def test_progress_arrives_per_step_while_the_job_runs(front):
     arrivals = list(first.values())
     gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert sorted(gaps)[len(gaps) // 2] > STEP_S / 2  # spread over the job, not sent at the end
+
+
+def test_variants_stream_from_the_pool_each_as_its_seed_alone(front):
+    source, mask = make_tile(seed=5), make_mask()
+    events: list[Any] = []
+    header, frames = request(source, mask, engine="seeded", params={"seed": 9, "variants": 3, "steps": 2})
+    with front.client() as c:
+        messages = c.refine_variants(header, frames, on_event=events.append, timeout=90)
+    assert [(m.kind, m.header["variant"], m.header["seed"]) for m in messages] == [
+        (Kind.VARIANT, 0, 9),
+        (Kind.VARIANT, 1, 10),
+        (Kind.RESULT, 2, 11),
+    ]
+    for msg in messages:  # the same pixels as the single-process pipeline with that seed alone
+        canvas, covered = placed(msg, source)
+        expected = local_layer(source, mask, "seeded", seed=msg.header["seed"])
+        np.testing.assert_array_equal(canvas[covered], expected[covered])
+        assert (expected[:, :, 3][~covered] == 0).all()
+    # Each variant went out before the next one's progress: streamed, not held to the end.
+    order = [(m.kind, m.header.get("variant")) for m in events if m.kind in (Kind.PROGRESS, Kind.VARIANT)]
+    assert order.index((Kind.VARIANT, 0)) < max(i for i, e in enumerate(order) if e == (Kind.PROGRESS, 1))
+    assert all(m.header["variants"] == 3 for m in events if m.kind == Kind.PROGRESS)
 
 
 def test_cancel_reaches_the_replica_and_stops_the_engine(front):

@@ -329,7 +329,7 @@ def test_presets_are_described_for_the_plugins(tiny):
 # -- through the backend ----------------------------------------------------------------------
 
 
-def _request(preset: str, engine: str, steps: int = 2):
+def _request(preset: str, engine: str, steps: int = 2, variants: int = 1):
     from touchup.backend.pipeline.imaging import array_to_frame
     from touchup.shared.client import refine_request
 
@@ -341,7 +341,7 @@ def _request(preset: str, engine: str, steps: int = 2):
         prompt="restore the logo",
         engine=engine,
         preset=preset,
-        params={"steps": steps, "seed": 1},
+        params={"steps": steps, "seed": 1, "variants": variants},
     )
 
 
@@ -356,21 +356,25 @@ def test_refine_through_the_backend_process(tiny, backend_factory):
         hello = c.hello()
         engines = {e["name"]: e for e in hello["capabilities"]["engines"]}
         assert [p["name"] for p in engines["qwen-edit"]["presets"]][0] == "refine-anything"
+        diffusion = [engines[name] for name in ("qwen-edit", "flux-kontext", "flux-fill", "sdxl-inpaint")]
+        assert {p["variants"] for e in diffusion for p in e["presets"]} == {4}
         events = []
-        result = c.refine(
-            *_request("flux-kontext", "flux-kontext", steps=3), on_event=events.append, timeout=240
+        messages = c.refine_variants(
+            *_request("flux-kontext", "flux-kontext", steps=3, variants=2),
+            on_event=events.append,
+            timeout=240,
         )
+    assert [(m.kind, m.header["seed"]) for m in messages] == [(Kind.VARIANT, 1), (Kind.RESULT, 2)]
+    result = messages[-1]
     layer = frame_to_array(result.frame("result"))
     mask = make_mask()
     ys, xs = np.nonzero(mask)
     assert layer.shape[2] == 4 and layer.dtype == np.uint8
     assert layer.shape[:2] == (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
-    steps = [
-        (e.header["step"], e.header["total"])
-        for e in events
-        if e.kind == Kind.PROGRESS and e.header["stage"] == "refine"
-    ]
-    assert steps == [(1, 3), (2, 3), (3, 3)]
+    refine = [e.header for e in events if e.kind == Kind.PROGRESS and e.header["stage"] == "refine"]
+    calls = len({h["variant"] for h in refine})  # the two seeds batched in one call, or one call each
+    assert [(h["step"], h["total"]) for h in refine] == [(1, 3), (2, 3), (3, 3)] * calls
+    assert all(h["variants"] == 2 for h in refine)
     assert result.header["meta"]["memory_policy"] == "cpu"
     assert proc.alive()
 

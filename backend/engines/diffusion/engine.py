@@ -22,6 +22,7 @@ import gc
 import importlib.util
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from ..base import Engine, EngineOutput, EngineRequest, RefineParams, SizeRule
 from . import loading, memory
 from .memory import GPU_POLICIES, Plan, Policy
 from .presets import DiffusionPreset, presets_for
-from .run import DEFAULT_PREVIEW_EVERY, latent_preview, run_pipeline
+from .run import DEFAULT_PREVIEW_EVERY, latent_preview, prompt_encoded_once, run_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +336,8 @@ class DiffusionEngine(Engine):
         kwargs.update(self._extra_components(p, located[0].folder, dtype))
         pipe = cls.from_pretrained(str(located[0].folder), **kwargs)
         loading.apply_scheduler(pipe, p)
+        if p.refine_strength is not None:  # inpainting: seed-independent condition latents
+            loading.encode_to_mean(pipe)
         self._configure(pipe, p)
         loading.load_loras(
             pipe, p, located[1:], self.options.get("lora_path"), float(self.options.get("lora_scale", 1.0))
@@ -386,17 +389,69 @@ class DiffusionEngine(Engine):
         return kwargs
 
     def refine(self, request: EngineRequest) -> EngineOutput:
-        crop, mask, prompt, params = request.crop, request.mask, request.prompt, request.params
-        references = list(request.references)
-        on_progress, is_cancelled = request.on_progress, request.is_cancelled
+        return next(self.refine_variants(request, [request.params.seed]))
+
+    def refine_variants(self, request: EngineRequest, seeds: Sequence[int]) -> Iterator[EngineOutput]:
+        """The seeds in as few pipeline calls as memory allows (see :meth:`seeds_per_call`).
+
+        The call's arguments -- the prompt, the crop, mask and references as the pipeline takes
+        them -- are made once; within a call the pipeline encodes the prompt and the condition
+        images once for all its images, and later calls reuse the first call's prompt encoding
+        (:func:`~.run.prompt_encoded_once`). Each image has its own ``torch.Generator`` seeded
+        with its seed, so its starting noise is that of a single run with that seed.
+        """
+        params = request.params
         p = self.preset(params.preset) if params.preset else (self._loaded or self.preset(None))
         self.load(p.name)
+        height, width = request.crop.shape[:2]
+        kwargs = self.call_arguments(
+            p, request.crop, request.mask, list(request.references), request.prompt, params
+        )
+        batch = self.seeds_per_call(p, len(seeds), width * height)
+        # Calls of equal size where memory splits the seeds (4 as 2 + 2, not 3 + 1), so that
+        # every call's prompt encoding is the first call's, answered from memory.
+        calls = -(-len(seeds) // batch)
+        size = -(-len(seeds) // calls)
+        with prompt_encoded_once(self._pipe) as memo:
+            for start in range(0, len(seeds), size):
+                if request.is_cancelled():
+                    raise Cancelled()
+                outputs = self._run(p, kwargs, list(seeds[start : start + size]), request, size)
+                for output in outputs:
+                    output.meta["prompt_encodings"] = memo.encoded
+                yield from outputs
+
+    def seeds_per_call(self, p: DiffusionPreset, count: int, area: int) -> int:
+        """How many seeds one pipeline call denoises: the engine option ``variant_batch`` when
+        set (1 = one call per seed), else the memory planner's figure for the loaded plan."""
+        forced = self.options.get("variant_batch")
+        if forced:
+            return max(1, min(count, int(forced)))
+        if self._plan is None:
+            return 1
+        ram = memory.available_ram_gb() if self._plan.policy is Policy.CPU else None
+        return memory.variant_batch(p, self._plan, count, area, ram)
+
+    def _run(
+        self,
+        p: DiffusionPreset,
+        call: dict[str, Any],
+        seeds: list[int],
+        request: EngineRequest,
+        batch: int,
+    ) -> list[EngineOutput]:
+        """One pipeline call denoising ``seeds`` together; one output per seed, in order."""
         torch = self._torch()
         pipe = self._pipe
-        height, width = crop.shape[:2]
-        kwargs = self.call_arguments(p, crop, mask, references, prompt, params)
+        height, width = request.crop.shape[:2]
+        kwargs = dict(call)
         gen_device = "cuda" if self._device.type == "cuda" else "cpu"
-        kwargs["generator"] = torch.Generator(gen_device).manual_seed(int(params.seed))
+        generators = [torch.Generator(gen_device).manual_seed(int(seed)) for seed in seeds]
+        # A list of generators, one per image: diffusers draws each image's noise (and any VAE
+        # sampling) from its own generator, exactly as a single run with that seed does.
+        kwargs["generator"] = generators if len(seeds) > 1 else generators[0]
+        if len(seeds) > 1:
+            kwargs["num_images_per_prompt"] = len(seeds)
         out_h, out_w = kwargs.get("height", height), kwargs.get("width", width)
 
         def preview(pipeline: Any, latents: Any) -> np.ndarray | None:
@@ -414,45 +469,57 @@ class DiffusionEngine(Engine):
                 denoiser=getattr(pipe, loading.denoiser_name(p)),
                 preview=preview,
                 preview_every=int(self.options.get("preview_every", DEFAULT_PREVIEW_EVERY)),
-                on_progress=on_progress,
-                is_cancelled=is_cancelled,
+                on_progress=request.on_progress,
+                is_cancelled=request.is_cancelled,
             )
         except torch.OutOfMemoryError:
             self._after_failure(pipe)
+            several = f" ({len(seeds)} seeds at once)" if len(seeds) > 1 else ""
             raise EngineError(
-                f"out of GPU memory refining a {width}x{height} crop with '{p.name}' under memory policy "
-                f"'{self._policy}'; {self._advice(p, self._policy or 'gpu')}",
+                f"out of GPU memory refining a {width}x{height} crop{several} with '{p.name}' under memory "
+                f"policy '{self._policy}'; {self._advice(p, self._policy or 'gpu')}",
                 code=ErrorCode.OUT_OF_MEMORY,
             ) from None
         except Cancelled:
             self._after_failure(pipe)
             raise
-        image = result.image
-        if image.shape[:2] != (height, width):
-            import cv2
+        if len(result.images) != len(seeds):
+            raise EngineError(f"'{p.name}' returned {len(result.images)} images for {len(seeds)} seeds")
+        outputs = []
+        for seed, image in zip(seeds, result.images, strict=True):
+            if image.shape[:2] != (height, width):
+                import cv2
 
-            log.warning(
-                "%s returned %dx%d for a %dx%d crop", p.name, image.shape[1], image.shape[0], width, height
-            )
-            image = np.ascontiguousarray(
-                np.clip(cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
-            )
-        meta: dict[str, Any] = {
-            "engine": self.name,
-            "preset": p.name,
-            "memory_policy": self._policy,
-            "device": str(self._device),
-            "steps": result.steps,
-            "seed": int(params.seed),
-            "prompt": kwargs.get("prompt"),
-            "timings": result.timings,
-        }
-        if result.peak_vram_gb is not None:
-            meta["peak_vram_gb"] = result.peak_vram_gb
-        self._last = {k: meta[k] for k in ("preset", "steps", "timings")}
-        # Inpainting models take strength as their denoising strength; paste-back then must not
-        # weaken the blend by the same factor a second time.
-        return EngineOutput(image, strength_applied="strength" in kwargs, meta=meta)
+                log.warning(
+                    "%s returned %dx%d for a %dx%d crop",
+                    p.name,
+                    image.shape[1],
+                    image.shape[0],
+                    width,
+                    height,
+                )
+                image = np.ascontiguousarray(
+                    np.clip(cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+                )
+            meta: dict[str, Any] = {
+                "engine": self.name,
+                "preset": p.name,
+                "memory_policy": self._policy,
+                "device": str(self._device),
+                "steps": result.steps,
+                "seed": int(seed),
+                "prompt": kwargs.get("prompt"),
+                "timings": result.timings,
+                "seeds_per_call": len(seeds),
+                "variant_batch": batch,
+            }
+            if result.peak_vram_gb is not None:
+                meta["peak_vram_gb"] = result.peak_vram_gb
+            # Inpainting models take strength as their denoising strength; paste-back then must
+            # not weaken the blend by the same factor a second time.
+            outputs.append(EngineOutput(image, strength_applied="strength" in kwargs, meta=meta))
+        self._last = {k: outputs[-1].meta[k] for k in ("preset", "steps", "timings", "seeds_per_call")}
+        return outputs
 
     def _after_failure(self, pipe: Any) -> None:
         """Drop the activations of an aborted run; the weights stay resident for the next job."""

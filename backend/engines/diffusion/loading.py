@@ -7,6 +7,7 @@ so what is loaded, quantised and where it lives is data, not branches per model.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,37 @@ def apply_scheduler(pipe: Any, preset: DiffusionPreset) -> None:
     """Replace the checkpoint's scheduler configuration by the preset's (the reference's)."""
     if preset.scheduler:
         pipe.scheduler = type(pipe.scheduler).from_config({**dict(pipe.scheduler.config), **preset.scheduler})
+
+
+@dataclass(frozen=True)
+class MeanLatents:
+    """What diffusers' ``retrieve_latents`` reads when an encoder output has no distribution."""
+
+    latents: Any
+
+
+def encode_to_mean(pipe: Any) -> None:
+    """Make the pipeline encode its condition images to the VAE posterior's mean.
+
+    The inpainting pipelines (FLUX Fill, SDXL inpainting) draw a sample of the posterior from the
+    call's generator, so the condition latents depend on the seed and, with one generator per
+    image of a batch, only the first image's generator draws them: a batched seed would not
+    reproduce its single run. With the mean (what the Kontext and Qwen pipelines use, and within
+    the posterior's tiny spread of any sample) the condition is the same for every seed, is
+    encoded once per call, and each generator draws only its image's noise.
+    """
+    vae = getattr(pipe, "vae", None)
+    if vae is None or getattr(vae, "_encodes_to_mean", False):
+        return
+    encode = vae.encode  # the bound method, with its offload hook
+
+    def encode_mean(*args: Any, **kwargs: Any) -> Any:
+        out = encode(*args, **kwargs)
+        dist = getattr(out, "latent_dist", None)
+        return MeanLatents(dist.mode()) if dist is not None else out
+
+    vae.encode = encode_mean
+    vae._encodes_to_mean = True
 
 
 def load_loras(

@@ -314,6 +314,40 @@ def plan(
     return Plan(preset.name, vram_gb, ram_gb, None, None, "does not fit: needs " + text, dtype)
 
 
+#: Share of the headroom the seed-batching rule leaves unused (allocator fragmentation, the
+#: estimates' own error): a batch that does not fit costs a failed job, one seed less only time.
+BATCH_MARGIN = 0.25
+#: Bytes per value of each compute dtype, relative to the 16-bit dtypes the profiles are for.
+_DTYPE_SCALE = {"float32": 2.0, "bfloat16": 1.0, "float16": 1.0}
+
+
+def variant_batch(
+    preset: DiffusionPreset, plan: Plan, count: int, area: int, ram_gb: float | None = None
+) -> int:
+    """How many of ``count`` seeds one pipeline call may denoise together under ``plan``, for a
+    crop of ``area`` pixels.
+
+    Every image beyond the first adds its own working memory -- one denoising step's
+    activations, or its VAE decode where that is larger -- scaled by the crop's area against
+    the preset's working area and by the compute dtype. On a GPU those extra images must fit in
+    what the plan leaves free of the VRAM it was chosen for (free VRAM at load minus the plan's
+    expected peak); on the CPU in the host RAM available now (``ram_gb``, the weights being
+    loaded already). Less a safety margin; at least 1, at most ``count``.
+    """
+    profile = preset.memory
+    if count <= 1 or profile is None or plan.policy is None:
+        return 1
+    tiled = plan.policy is not Policy.CPU and SPECS[plan.policy].vae_tiling
+    scale = _DTYPE_SCALE.get(plan.dtype, 1.0) * max(area, 1) / max(preset.working.target_area, 1)
+    per_image = max(profile.activations, profile.vae_decode_tiled if tiled else profile.vae_decode) * scale
+    if plan.policy is Policy.CPU:
+        headroom = ram_gb or 0.0
+    else:
+        headroom = (plan.vram_gb or 0.0) - (plan.cost.vram_gb if plan.cost else float("inf"))
+    extra = int(max(headroom, 0.0) * (1.0 - BATCH_MARGIN) // per_image) if per_image > 0 else count
+    return max(1, min(count, 1 + extra))
+
+
 def available_ram_gb() -> float | None:
     """Host RAM available now (Linux ``MemAvailable``; total RAM elsewhere)."""
     try:

@@ -6,9 +6,11 @@ arguments); this module only drives the call and measures it, the same way for e
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +28,18 @@ PREVIEW_SIDE = 64
 
 @dataclass
 class RunResult:
-    """The pipeline's image (float32 RGB, the output's own size) and the run's measurements."""
+    """The pipeline's images (float32 RGB, the output's own size; one per generator of the call,
+    in order) and the run's measurements (for the whole call)."""
 
-    image: np.ndarray
+    images: list[np.ndarray]
     timings: dict[str, float]
     steps: int
     peak_vram_gb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.images[0]
 
 
 def run_pipeline(
@@ -102,8 +109,8 @@ def run_pipeline(
     finally:
         hook.remove()
     end = time.perf_counter()
-    # diffusers hands back an NHWC view of an NCHW tensor: make it a plain C-ordered array.
-    image = np.ascontiguousarray(np.clip(np.asarray(out.images[0], dtype=np.float32), 0.0, 1.0))
+    # diffusers hands back an NHWC view of an NCHW tensor: make each a plain C-ordered array.
+    images = [np.ascontiguousarray(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)) for im in out.images]
     last_step = step_times[-1] if step_times else end
     denoise_start = marks.get("denoise_start", start)
     timings = {
@@ -113,7 +120,75 @@ def run_pipeline(
         "pipeline": end - start,
     }
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-    return RunResult(image, timings, len(step_times), peak)
+    return RunResult(images, timings, len(step_times), peak)
+
+
+@dataclass
+class PromptMemo:
+    """How often a job's pipeline calls encoded their prompt, and how often they reused it."""
+
+    encoded: int = 0
+    reused: int = 0
+
+
+@contextlib.contextmanager
+def prompt_encoded_once(pipe: Any) -> Iterator[PromptMemo]:
+    """Within the block, a pipeline call whose ``encode_prompt`` arguments equal an earlier
+    call's gets that call's embeddings back instead of running the text encoder again.
+
+    The seeds of one job run in as few calls as memory allows, but where it allows only a few
+    at a time, every call would encode the same instruction (and, for Qwen, the same condition
+    images) once more -- for Qwen-Image-Edit a pass of a 7B vision-language model, plus moving it
+    to the GPU under offloading. Arguments are compared by value (text, numbers, devices,
+    images by their pixels); a call with anything else (caller-made embeddings) is not reused.
+    """
+    memo = PromptMemo()
+    encode = getattr(pipe, "encode_prompt", None)
+    if encode is None:
+        yield memo
+        return
+    cache: dict[Hashable, Any] = {}
+
+    def encode_prompt(*args: Any, **kwargs: Any) -> Any:
+        key = _value_key((args, sorted(kwargs.items())))
+        if key is None:
+            return encode(*args, **kwargs)
+        if key in cache:
+            memo.reused += 1
+        else:
+            cache[key] = encode(*args, **kwargs)
+            memo.encoded += 1
+        return cache[key]
+
+    pipe.encode_prompt = encode_prompt
+    try:
+        yield memo
+    finally:
+        del pipe.encode_prompt  # the class's method again
+
+
+def _value_key(value: Any) -> Hashable | None:
+    """A hashable stand-in for ``value`` compared by content, or None for what is not known."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        keys = [_value_key(v) for v in value]
+        return (
+            None
+            if any(k is None and v is not None for k, v in zip(keys, value, strict=True))
+            else tuple(keys)
+        )
+    kind = type(value).__name__
+    if kind == "device":  # torch.device
+        return ("device", str(value))
+    if hasattr(value, "tobytes") and hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
+        return (
+            "image",
+            value.mode,
+            tuple(value.size),
+            hashlib.blake2b(value.tobytes(), digest_size=16).digest(),
+        )
+    return None
 
 
 def latent_preview(latents: Any) -> np.ndarray | None:
