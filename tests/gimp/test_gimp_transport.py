@@ -197,3 +197,11 @@ def test_each_variant_is_handed_over_while_the_later_ones_are_computed(backend: 
     assert {"Touchup: Refining, variant 1 of 3…", "Touchup: Refining, variant 3 of 3…"} <= texts
     names = [transport.variant_layer_name(m.header) for m in [*variants, result]]
     assert names == ["Variant 1 of 3 (seed 5)", "Variant 2 of 3 (seed 6)", "Variant 3 of 3 (seed 7)"]
+
+
+def test_a_variants_group_is_named_like_the_single_layer_would_be() -> None:
+    assert transport.variants_group_name("make it gold") == "Touchup: make it gold"
+    assert transport.variants_group_name("", "Logo") == "Touchup: from Logo"
+    # Neither an instruction nor a reference: the group says what it holds.
+    assert transport.variants_group_name("") == "Touchup: variants"
+    assert transport.result_layer_name("") == "Touchup: refined selection"  # one result, as before
