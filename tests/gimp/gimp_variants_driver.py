@@ -6,8 +6,8 @@ dialog (a watcher thread presses OK), which gives a layer group; record the laye
 every variant's pixels; press Ctrl+Z once in GIMP's window; refine again with Filters > Repeat
 (WITH_LAST_VALS: GIMP stores the last values of interactive runs only, and starts every later
 interactive run from them, so only one run here is interactive); show each variant of the
-repeated group alone and record the composite; finally refine from a backend that dies after
-the first variant, and undo that. Results go to ``results.json`` beside the spec, pixels to
+repeated group alone and record the composite; finally refine twice more, cancelled after the
+first variant and from a backend that dies after the first variant, undoing each. Results go to ``results.json`` beside the spec, pixels to
 raw files; the assertions live in ``test_gimp_variants.py``.
 """
 
@@ -187,13 +187,15 @@ def main():
                     layer.set_visible(layer == shown)
                 dump_visible(image, os.path.join(workdir, f"repeat.alone{i}.raw"))
 
-        # A backend that dies after the first variant: what arrived stays, as one undo step.
-        out["before_doomed"] = tree(image)
-        out["doomed"] = call(image, background, Gimp.RunMode.NONINTERACTIVE, spec["doomed_args"])
-        out["after_doomed"] = tree(image)
-        Gimp.displays_flush()
-        out["doomed_undo_window"] = undo_with_keyboard(image)
-        out["after_doomed_undo"] = tree(image)
+        # Cancelled after the first variant (the test kills the plug-in, as GIMP's Cancel does),
+        # then a backend that dies after the first variant: what arrived stays, as one undo step.
+        for case in ("cancelled", "doomed"):
+            out[f"before_{case}"] = tree(image)
+            out[case] = call(image, background, Gimp.RunMode.NONINTERACTIVE, spec[f"{case}_args"])
+            out[f"after_{case}"] = tree(image)
+            Gimp.displays_flush()
+            out[f"{case}_undo_window"] = undo_with_keyboard(image)
+            out[f"after_{case}_undo"] = tree(image)
     except Exception:
         out["error"] = traceback.format_exc()
     finally:

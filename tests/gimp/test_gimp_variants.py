@@ -10,6 +10,8 @@ notices: the layer tree, which variant shows, each variant's pixels, the untouch
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from editor_releases import GIMP
 from gimp_harness import GimpChroot, RecordingProxy, open_gimp
 from test_gimp_plugin import SELECTION, H, W, damaged, textured, to_dtype
 
+from touchup.shared.client import Client
 from touchup.shared.texts import layer_name, variant_layer_name, variants_group_name
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
@@ -30,7 +33,9 @@ pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 DRIVER = Path(__file__).with_name("gimp_variants_driver.py")
 N = 3
 SEED = 5
-DOOMED_SEED = 40  # a seed of its own: GIMP renames a layer whose name is taken
+# Seeds of their own: GIMP renames a layer whose name is taken.
+CANCELLED_SEED = 20
+DOOMED_SEED = 40
 INSTRUCTION = "make the stripes gold"
 FEATHER = 6
 
@@ -54,17 +59,31 @@ def _rgba(img: np.ndarray) -> np.ndarray:
     return np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
 
 
-def _kill_after_first_variant(doomed: BackendProcess, seen: dict[str, Any]) -> None:
-    """Kill ``doomed`` once it computes its job's second variant (the first one was sent)."""
+def _after_first_variant(client: Client) -> bool:
+    """Wait until the backend computes a job's second variant (the first one was sent)."""
     deadline = time.monotonic() + 200
-    with doomed.client() as client:
-        while time.monotonic() < deadline:
-            running = client.status()["queue"]["running"]
-            if running and int(running.get("variant") or 0) >= 1:
-                doomed.proc.kill()
-                seen["killed"] = True
-                return
+    while time.monotonic() < deadline:
+        running = client.status()["queue"]["running"]
+        if running and int(running.get("variant") or 0) >= 1:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _interrupt(gimp: GimpChroot, slow: BackendProcess, seen: dict[str, Any]) -> None:
+    """First cancel the job the way GIMP's Cancel does (it kills the plug-in), then, in the
+    next job, kill the backend; each once the job's first variant was sent."""
+    with slow.client() as client:
+        if not _after_first_variant(client):
+            return
+        seen["cancelled"] = gimp.plugin_pids()
+        for pid in seen["cancelled"]:
+            os.kill(pid, signal.SIGKILL)
+        while client.status()["queue"]["running"]:
             time.sleep(0.05)
+        if _after_first_variant(client):
+            slow.proc.kill()
+            seen["doomed"] = True
 
 
 @pytest.fixture(scope="module")
@@ -84,28 +103,24 @@ def run(gimp: GimpChroot, backend: str, tmp_path_factory: pytest.TempPathFactory
         "single_args": {**common, "instruction": "just one", "variants": 1},
         "args": {**common, "instruction": INSTRUCTION, "variants": N},
     }
-    # Slow steps (6 x 0.3 s per variant), so that it can be killed mid-job.
-    doomed = BackendProcess(tmp_path_factory.mktemp("doomed"), engines={"seeded": {"step_s": 0.3}})
-    spec["doomed_args"] = {
-        **common,
-        "endpoint": doomed.endpoint,
-        "instruction": "doomed",
-        "variants": N,
-        "seed": DOOMED_SEED,
-    }
+    # Slow steps (6 x 0.3 s per variant), so that a job can be interrupted mid-way.
+    slow = BackendProcess(tmp_path_factory.mktemp("slow"), engines={"seeded": {"step_s": 0.3}})
+    for case, seed in (("cancelled", CANCELLED_SEED), ("doomed", DOOMED_SEED)):
+        spec[f"{case}_args"] = {**common, "endpoint": slow.endpoint, "instruction": case, "variants": N,
+                                "seed": seed}  # fmt: skip
     seen: dict[str, Any] = {}
-    killer = threading.Thread(target=_kill_after_first_variant, args=(doomed, seen), daemon=True)
+    killer = threading.Thread(target=_interrupt, args=(gimp, slow, seen), daemon=True)
     killer.start()
     try:
         [r], output = gimp.run("variants", spec, driver=DRIVER, gui=True)
     finally:
         proxy.close()
-        doomed.stop()
+        slow.stop()
     killer.join(5)
     assert "error" not in r, r["error"]
     assert "watch_error" not in r, r["watch_error"]
     assert "Traceback" not in output, output[-4000:]
-    yield {"r": r, "host": host, "requests": proxy.refines(), "killed": seen.get("killed")}
+    yield {"r": r, "host": host, "requests": proxy.refines(), "seen": seen}
 
 
 def _raw(host: Path, name: str, size: tuple[int, int] = (W, H), channels: int = 4) -> np.ndarray:
@@ -205,19 +220,32 @@ def test_repeat_keeps_the_variant_count(run: dict[str, Any]) -> None:
         assert not np.array_equal(alone[i][mask == 255], alone[0][mask == 255])
 
 
+def _kept_first_variant_as_one_undo_step(r: dict[str, Any], case: str, seed: int) -> None:
+    """The first variant arrived before the job was interrupted: it stays in its group, shown,
+    and one Ctrl+Z removes it, group and all."""
+    assert _names(r[f"after_{case}"]) == [
+        *_names(r[f"before_{case}"])[:3],
+        variants_group_name(case),
+        "Background",
+    ]
+    assert r[f"after_{case}"][3]["children"] == [{"name": variant_layer_name(0, N, seed), "visible": True}]
+    assert r[f"{case}_undo_window"], "Ctrl+Z did not change the image"
+    assert r[f"after_{case}_undo"] == r[f"before_{case}"]
+
+
+def test_cancelling_after_the_first_variant_keeps_it_as_one_undo_step(run: dict[str, Any]) -> None:
+    r = run["r"]
+    assert len(run["seen"].get("cancelled") or []) == 1, run["seen"]
+    assert r["cancelled"][0] != "success", r["cancelled"]
+    _kept_first_variant_as_one_undo_step(r, "cancelled", CANCELLED_SEED)
+
+
 def test_a_backend_dying_mid_job_keeps_the_finished_variant_as_one_undo_step(run: dict[str, Any]) -> None:
     r = run["r"]
-    assert run["killed"], "the backend was never seen computing the second variant"
+    assert run["seen"].get("doomed"), "the backend was never seen computing the second variant"
     status, message, _seconds = r["doomed"]
     assert status == "execution-error", r["doomed"]
     assert "not running" in message and message.endswith(
         "The variant that finished before that stays in the image."
     )
-    # The first variant arrived before the backend died and stays, in its group, shown.
-    group = variants_group_name("doomed")
-    assert _names(r["after_doomed"]) == [*_names(r["before_doomed"])[:3], group, "Background"]
-    node = r["after_doomed"][3]
-    assert node["children"] == [{"name": variant_layer_name(0, N, DOOMED_SEED), "visible": True}]
-    # One Ctrl+Z removes it, group and all.
-    assert r["doomed_undo_window"], "Ctrl+Z did not change the image"
-    assert r["after_doomed_undo"] == r["before_doomed"]
+    _kept_first_variant_as_one_undo_step(r, "doomed", DOOMED_SEED)
