@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -36,7 +36,7 @@ from ...shared.protocol import ErrorCode
 from ..engines import ENGINES
 from ..errors import Cancelled, TouchupError
 from ..pipeline.refine import JobProgressFn, RefineJob, RefineOutcome, VariantFn
-from .events import Failed, Finished, Progress, VariantDone, WasCancelled
+from .events import Event, Failed, Finished, Progress, VariantDone, WasCancelled
 from .executor import LocalExecutor
 from .shipping import ShippedJob, ShippedOutcome, run_parts
 
@@ -154,7 +154,7 @@ class EngineReplica:
         threading.Thread(target=self._heartbeat, name="touchup-replica-heartbeat", daemon=True).start()
 
     # -- Serve entry points ------------------------------------------------------------------
-    @serve.multiplexed(max_num_models_per_replica=1)
+    @serve.multiplexed(max_num_models_per_replica=1)  # type: ignore[untyped-decorator]
     async def _resident(self, key: str) -> _Resident:
         engine, preset = split_key(key)
         await asyncio.to_thread(self._executor.load, engine, preset or None)
@@ -162,7 +162,7 @@ class EngineReplica:
         self._report()
         return _Resident(key)
 
-    async def run(self, shipped: ShippedJob):
+    async def run(self, shipped: ShippedJob) -> AsyncIterator[Event]:
         """Stream the job's events: progress per step, each variant as it is done, then
         Finished, Failed or WasCancelled."""
         key = serve.get_multiplexed_model_id()
@@ -180,7 +180,7 @@ class EngineReplica:
                     yield Failed(exc.code, exc.message, exc.detail)
                     return
             loop = asyncio.get_running_loop()
-            events: asyncio.Queue = asyncio.Queue()
+            events: asyncio.Queue[Progress | VariantDone | None] = asyncio.Queue()
 
             def on_progress(
                 stage: str, step: int, total: int, preview: np.ndarray | None = None, variant: int = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledErr
 from ...shared.protocol import ErrorCode
 from ..config import Config
 from ..engines import ENGINES, engine_class
-from ..engines.base import CancelFn
+from ..engines.base import CancelFn, Engine
 from ..errors import BadInput, Cancelled, EngineError, TouchupError
 from ..pipeline.refine import JobProgressFn, RefineJob, RefineOutcome, VariantFn
 from .events import Failed, Finished, Progress, VariantDone, WasCancelled
@@ -66,7 +67,7 @@ class RayExecutor(Executor):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._own_cluster = False
-        self._engines: dict[str, Any] = {}
+        self._engines: dict[str, Engine] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,16 +93,18 @@ class RayExecutor(Executor):
                     logging_level=logging.WARNING,
                 )
         serve.start(proxy_location="Disabled")
-        self._board = PoolBoard.options(name=BOARD_NAME, namespace=NAMESPACE, get_if_exists=True).remote()
+        self._board = PoolBoard.options(  # type: ignore[attr-defined]  # a Ray actor class
+            name=BOARD_NAME, namespace=NAMESPACE, get_if_exists=True
+        ).remote()
         gpus = ray.cluster_resources().get("GPU", 0)
         # One GPU per replica where the cluster has GPUs, else one CPU slot.
         actor_options = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
         options: dict[str, Any] = {
             "ray_actor_options": actor_options,
             "request_router_config": RequestRouterConfig(
-                request_router_class=AffinityRouter,
+                request_router_class=AffinityRouter,  # type: ignore[arg-type]  # Ray's pydantic annotations
                 request_router_kwargs={"affinity_wait_s": self.config.affinity_wait_s},
-                request_routing_stats_period_s=2.0,
+                request_routing_stats_period_s=2.0,  # type: ignore[arg-type]
             ),
         }
         if self.config.autoscale:
@@ -240,7 +243,7 @@ class RayExecutor(Executor):
         finally:
             finished.set()
 
-    def _engine(self, name: str):
+    def _engine(self, name: str) -> Engine:
         """An engine object for its presets' working sizes (never loaded on the front)."""
         if name not in self._engines:
             try:
@@ -284,7 +287,7 @@ class _ReplicaLost(Exception):
     """The replica running a job went away (the job may be retried)."""
 
 
-def _cancel_when(is_cancelled, finished: threading.Event, cancel) -> None:
+def _cancel_when(is_cancelled: CancelFn, finished: threading.Event, cancel: Callable[[], object]) -> None:
     """Cancel the Serve request once the user cancels (polled: the worker thread is blocked
     reading the stream)."""
     while not finished.wait(0.1):

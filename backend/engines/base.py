@@ -260,7 +260,9 @@ class Engine(ABC):
         for seed in seeds:
             if request.is_cancelled():
                 raise Cancelled()
-            yield self.refine(request.with_seed(seed))
+            # Each run gets its own copy of the crop: an engine may work in place, and the next
+            # seed (and paste-back's drift estimate) must see the crop as it was.
+            yield self.refine(replace(request.with_seed(seed), crop=request.crop.copy()))
 
     def unload(self) -> None:
         """Free the device memory held by the engine. Idempotent."""

@@ -208,7 +208,7 @@ class DiffusionEngine(Engine):
         return latents
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def _torch(self):
+    def _torch(self) -> Any:
         missing = diffusion_libraries_missing()
         if missing:
             raise EngineError(
@@ -452,7 +452,7 @@ class DiffusionEngine(Engine):
         kwargs["generator"] = generators if len(seeds) > 1 else generators[0]
         if len(seeds) > 1:
             kwargs["num_images_per_prompt"] = len(seeds)
-        out_h, out_w = kwargs.get("height", height), kwargs.get("width", width)
+        out_h, out_w = int(kwargs.get("height") or height), int(kwargs.get("width") or width)
 
         def preview(pipeline: Any, latents: Any) -> np.ndarray | None:
             try:
