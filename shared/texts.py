@@ -124,6 +124,29 @@ def result_tooltip(seed: int, preset: str, instruction: str, variant: int = 0, v
     return "\n".join(lines)
 
 
-def variant_layer_name(label: str, seed: int, variants: int) -> str:
-    """A variant's layer name: the refine's label plus its seed when there were several."""
+def applied_layer_name(label: str, seed: int, variants: int) -> str:
+    """The layer an applied candidate becomes (Krita's strip): the refine's label plus its seed
+    when there were several, so the layer says how to make it again."""
     return f"{label} (seed {seed})" if variants > 1 else label
+
+
+#: What a group of variants is called when neither an instruction nor a reference names it.
+VARIANTS_LABEL = "variants"
+
+
+def variants_group_name(instruction: str = "", *fallbacks: str | None) -> str:
+    """The name of the layer group holding one request's variants: the same rule as a single
+    result layer (``Touchup: <instruction>``), with ``Touchup: variants`` as the last resort, so
+    a group never reads "refined selection" when it holds several candidates."""
+    return layer_name(instruction, *fallbacks, VARIANTS_LABEL)
+
+
+def variant_label(index: int, count: int) -> str:
+    """``variant 2 of 4`` for the 0-based ``index``: how progress and layers count variants."""
+    return f"variant {index + 1} of {count}"
+
+
+def variant_layer_name(index: int, count: int, seed: int | None) -> str:
+    """One variant's layer inside its group: which one it is and the seed that reproduces it."""
+    label = variant_label(index, count).capitalize()
+    return f"{label} (seed {seed})" if seed is not None else label

@@ -28,6 +28,8 @@ from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
 PROC_NAME = "plug-in-touchup-refine-selection"
 SOURCES = (("visible", "Visible image"), ("active", "Active layer"))
+#: The most variants one request may ask for (the protocol's limit).
+MAX_VARIANTS = 8
 
 
 def _import_touchup():
@@ -167,6 +169,16 @@ class TouchupRefine(Gimp.PlugIn):
             "seed", "S_eed", "Random seed, for repeatable results", 0, 2**31 - 1, int(defaults["seed"]), rw
         )
         procedure.add_int_argument(
+            "variants",
+            "_Variants",
+            "How many results to make, with consecutive seeds from the seed on; several go into one "
+            "layer group (0: the preset's default)",
+            0,
+            MAX_VARIANTS,
+            0,
+            rw,
+        )
+        procedure.add_int_argument(
             "context",
             "Conte_xt margin",
             "Surrounding pixels sent with the selection (at 1 megapixel)",
@@ -245,6 +257,7 @@ class TouchupRefine(Gimp.PlugIn):
             "strength": config.get_property("strength"),
             "steps": config.get_property("steps") or None,
             "seed": config.get_property("seed"),
+            "variants": config.get_property("variants") or None,  # None: the preset's default
             "context": config.get_property("context"),
             "feather": config.get_property("feather"),
         }
@@ -279,32 +292,50 @@ class TouchupRefine(Gimp.PlugIn):
         )
 
         def on_progress(event) -> None:
-            Gimp.progress_set_text(transport.progress_text(event.stage))
+            Gimp.progress_set_text(event.text)
             Gimp.progress_update(event.fraction)
+
+        reference_name = reference.get_name() if reference is not None else None
+        group = pixels.VariantGroup(
+            image, active, transport.variants_group_name(instruction, reference_name), fmt
+        )
+        sent = transport.SentTile.of_request(header, frames)
+
+        def on_variant(msg) -> None:
+            """A finished variant (not the last): into the group at once, visible on the canvas."""
+            out, origin = transport.checked_result(msg, sent)
+            index, _count = transport.variant_position(msg.header)
+            group.add(transport.variant_layer_name(msg.header), index, origin, out)
+            Gimp.displays_flush()
 
         Gimp.progress_set_text("Touchup: sending to the backend…")
         try:
-            connection = transport.connection_from(config.get_property("connection"))
-            if connection is not None:
-                endpoint = connection.endpoint
-            result = transport.run_refine(endpoint, header, frames, on_progress, connection=connection)
-            # Checked against the tile sent (origin, size, channels, order, dtype) before any pixel is written.
-            out, origin = transport.checked_result(result, transport.SentTile.of_request(header, frames))
-        except transport.BackendError as exc:
-            return _fail(procedure, transport.user_message(exc, endpoint))
-        if out.desc.dtype != fmt.dtype:
-            return _fail(
-                procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
-            )
-        Gimp.progress_set_text("Touchup: adding the layer…")
-        pixels.add_result_layer(
-            image,
-            active,
-            transport.result_layer_name(instruction, reference.get_name() if reference is not None else None),
-            origin,
-            out,
-            fmt,
-        )
+            try:
+                connection = transport.connection_from(config.get_property("connection"))
+                if connection is not None:
+                    endpoint = connection.endpoint
+                result = transport.run_refine(
+                    endpoint, header, frames, on_progress, connection=connection, on_variant=on_variant
+                )
+                # Checked against the tile sent (origin, size, channels, order, dtype) before any pixel is written.
+                out, origin = transport.checked_result(result, sent)
+            except transport.BackendError as exc:
+                return _fail(procedure, transport.user_message(exc, endpoint, kept=len(group.layers)))
+            if out.desc.dtype != fmt.dtype:
+                return _fail(
+                    procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
+                )
+            if group.layers:  # several variants: the last one joins its group
+                Gimp.progress_set_text("Touchup: adding the last variant…")
+                index, _count = transport.variant_position(result.header)
+                group.add(transport.variant_layer_name(result.header), index, origin, out)
+            else:  # one result: one layer, exactly as without variants
+                Gimp.progress_set_text("Touchup: adding the layer…")
+                pixels.add_result_layer(
+                    image, active, transport.result_layer_name(instruction, reference_name), origin, out, fmt
+                )
+        finally:
+            group.close()
         Gimp.progress_update(1.0)
         Gimp.displays_flush()
 

@@ -8,17 +8,32 @@ or a fallback list with a line saying the backend is not running.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
+from gi.repository import Gimp, GimpUi, GObject, Gtk  # noqa: E402
+
+if TYPE_CHECKING:
+    import touchup_transport
 
 #: Arguments shown by the generated dialog, in this order (the preset row is inserted after
 #: the reference chooser).
 FIELDS_BEFORE = ["instruction", "reference"]
-FIELDS_AFTER = ["strength", "steps", "seed", "context", "feather", "source", "endpoint", "connection"]
+FIELDS_AFTER = [
+    "variants",
+    "strength",
+    "steps",
+    "seed",
+    "context",
+    "feather",
+    "source",
+    "endpoint",
+    "connection",
+]
 
 
 def _preset_row(config, presets: list[str]) -> Gtk.Widget:
@@ -40,6 +55,27 @@ def _preset_row(config, presets: list[str]) -> Gtk.Widget:
     row.set_tooltip_text("engine/preset offered by the backend; empty uses the backend's default")
     row.show_all()
     return row
+
+
+def _follow_preset_variants(config: Gimp.ProcedureConfig, offer: touchup_transport.Offer) -> None:
+    """Keep the variants count at the chosen preset's default (1 classic, 4 diffusion) until the
+    user sets another count: picking a preset then moves the count only while it still equals
+    the previous preset's default. A count kept from the last run (Repeat, the dialog shown
+    again) is left as it is; 0 (the preset's default) shows the number it stands for."""
+    state = {"preset": config.get_property("preset") or ""}
+    if not config.get_property("variants"):
+        default = offer.default_variants(state["preset"])
+        if default:
+            config.set_property("variants", default)
+
+    def changed(_config: Gimp.ProcedureConfig, _pspec: GObject.ParamSpec) -> None:
+        preset = config.get_property("preset") or ""
+        before, after = offer.default_variants(state["preset"]), offer.default_variants(preset)
+        state["preset"] = preset
+        if after and config.get_property("variants") in (0, before):
+            config.set_property("variants", after)
+
+    config.connect("notify::preset", changed)
 
 
 def _align_labels(dialog, row: Gtk.Widget, labelled: list[str]) -> None:
@@ -85,11 +121,11 @@ def run_dialog(procedure, config, transport) -> bool:
     endpoint = config.get_property("endpoint")
     try:
         connection = transport.connection_from(config.get_property("connection"))
-        presets, status = transport.fetch_presets(
-            connection.endpoint if connection else endpoint, connection=connection
-        )
+        offer = transport.fetch_offer(connection.endpoint if connection else endpoint, connection=connection)
     except transport.BackendError as exc:
-        presets, status = list(transport.FALLBACK_PRESETS), f"Touchup: {exc.message}"
+        offer = transport.Offer(list(transport.FALLBACK_PRESETS), status=f"Touchup: {exc.message}")
+    presets, status = offer.presets, offer.status
+    _follow_preset_variants(config, offer)
 
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Refine Selection")
     top = FIELDS_BEFORE

@@ -136,22 +136,79 @@ def add_result_layer(
     The result's alpha is the blend mask, so the new layer is transparent wherever nothing was
     selected and the composite there stays exactly what it was. Existing layers are not touched.
     """
-    desc = frame.desc
+    parent, position = insertion_point(image, above)
+    image.undo_group_start()
+    try:
+        layer = _new_result_layer(image, name, frame)
+        image.insert_layer(layer, parent, position)
+        _fill(layer, origin, frame, fmt)
+    finally:
+        image.undo_group_end()
+    return layer
+
+
+def _new_result_layer(image: Gimp.Image, name: str, frame: Frame) -> Gimp.Layer:
+    """A layer the size of the result, of the image's base type, not yet inserted."""
     layer_type = (
         Gimp.ImageType.GRAYA_IMAGE
         if image.get_base_type() == Gimp.ImageBaseType.GRAY
         else Gimp.ImageType.RGBA_IMAGE
     )
-    parent, position = insertion_point(image, above)
-    image.undo_group_start()
-    try:
-        layer = Gimp.Layer.new(image, name, desc.width, desc.height, layer_type, 100.0, Gimp.LayerMode.NORMAL)
-        image.insert_layer(layer, parent, position)
-        layer.set_offsets(int(origin[0]), int(origin[1]))
-        buffer = layer.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, desc.width, desc.height), fmt.babl, bytes(frame.data))
-        buffer.flush()
-        layer.update(0, 0, desc.width, desc.height)
-    finally:
-        image.undo_group_end()
-    return layer
+    return Gimp.Layer.new(
+        image, name, frame.desc.width, frame.desc.height, layer_type, 100.0, Gimp.LayerMode.NORMAL
+    )
+
+
+def _fill(layer: Gimp.Layer, origin: tuple[int, int], frame: Frame, fmt: PixelFormat) -> None:
+    """Place an inserted layer at ``origin`` and write the result's pixels into it."""
+    desc = frame.desc
+    layer.set_offsets(int(origin[0]), int(origin[1]))
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, desc.width, desc.height), fmt.babl, bytes(frame.data))
+    buffer.flush()
+    layer.update(0, 0, desc.width, desc.height)
+
+
+class VariantGroup:
+    """One request's variants as layers of one layer group above the active layer.
+
+    Each variant goes in as soon as it arrives, so the retoucher sees the first candidate on
+    the canvas while the others are still computed. The first variant is visible and the others
+    hidden (toggling the eye compares them; the composite shows one candidate at a time), in
+    index order from the top. The image's undo group is opened with the first variant and closed
+    by :meth:`close`, so one undo removes the group and every variant in it; a plug-in ended
+    mid-job (cancelled) has its open undo group closed by GIMP, keeping the variants already
+    inserted as one step. Existing layers are never touched.
+    """
+
+    def __init__(self, image: Gimp.Image, above: Gimp.Drawable, name: str, fmt: PixelFormat) -> None:
+        self.image = image
+        self.above = above
+        self.name = name
+        self.fmt = fmt
+        self.group: Gimp.GroupLayer | None = None
+        #: The variants inserted so far, by index (they may arrive in any order).
+        self.layers: dict[int, Gimp.Layer] = {}
+
+    def add(self, name: str, index: int, origin: tuple[int, int], frame: Frame) -> Gimp.Layer:
+        """Insert variant ``index`` (0-based) at its place in index order, shown if it is the first."""
+        if self.group is None:
+            parent, position = insertion_point(self.image, self.above)
+            self.image.undo_group_start()
+            self.group = Gimp.GroupLayer.new(self.image, self.name)
+            self.image.insert_layer(self.group, parent, position)
+        layer = _new_result_layer(self.image, name, frame)
+        self.image.insert_layer(layer, self.group, sum(1 for i in self.layers if i < index))
+        _fill(layer, origin, frame, self.fmt)
+        layer.set_visible(index == 0)
+        self.layers[index] = layer
+        # Inserting selects the new layer; keep the one on show selected, so that what the
+        # user paints or looks at next is the visible candidate, not a hidden one.
+        self.image.set_selected_layers([self.layers[min(self.layers)]])
+        return layer
+
+    def close(self) -> None:
+        """End the undo group opened by the first variant (nothing when none arrived)."""
+        if self.group is not None:
+            self.group = None
+            self.image.undo_group_end()

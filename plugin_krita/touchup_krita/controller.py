@@ -13,7 +13,7 @@ from typing import Any
 from touchup.shared.frames import Frame
 from touchup.shared.geometry import Rect
 from touchup.shared.protocol import Message, Transfer
-from touchup.shared.texts import STRIP_TEXT, variant_layer_name
+from touchup.shared.texts import STRIP_TEXT, applied_layer_name
 
 from .config import PluginConfig, RefineSettings, load_config, save_config
 from .connection import Backend
@@ -253,7 +253,7 @@ class Controller(QtCore.QObject):
             frame=frame,
             origin=origin,
             selection=cap.selection if cap is not None else frame_rect,
-            layer_name=variant_layer_name(job.label, seed, job.variants),
+            layer_name=applied_layer_name(job.label, seed, job.variants),
             seed=seed,
             preset=_preset_label(
                 header.get("engine"), header.get("preset") or self.default_preset(header.get("engine"))

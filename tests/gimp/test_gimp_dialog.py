@@ -72,6 +72,9 @@ def test_dialog_ok_undo_and_repeat(gimp: GimpChroot, backend: str, tmp_path: Pat
     for header in refines:
         sizes = [(f["width"], f["height"]) for f in header["frames"] if f["role"] == "reference"]
         assert sizes == [(W, H)], header["frames"]
+    # The Variants field, not set by the caller, showed the preset's default from hello
+    # (classic: 1) and the refines asked for exactly that.
+    assert [h["params"].get("variants") for h in refines] == [1, 1], refines
 
     # The screenshot shows the dialog (not an empty screen).
     g = {k: int(v) for k, v in r["geometry"].items() if k in ("X", "Y", "WIDTH", "HEIGHT")}

@@ -106,3 +106,102 @@ def test_presets_whose_weights_are_missing_are_not_offered() -> None:
         }
     }
     assert transport.presets_from_hello(hello) == ["qwen-edit/qwen-image-edit-2509", "classic/default"]
+
+
+def test_progress_names_the_variant_and_fills_the_bar_across_all_of_them() -> None:
+    header = {"stage": "refine", "step": 3, "total": 6, "variant": 1, "variants": 3}
+    event = transport.progress_of(header)
+    assert event.text == "Touchup: Refining, variant 2 of 3…"
+    assert event.fraction == pytest.approx((1 + 0.5) / 3)
+    # One variant reads as it always did.
+    single = transport.progress_of({"stage": "refine", "step": 3, "total": 6, "variant": 0, "variants": 1})
+    assert single.text == "Touchup: Refining…" and single.fraction == pytest.approx(0.5)
+
+
+def test_each_presets_default_variant_count_comes_from_hello() -> None:
+    hello = {
+        "capabilities": {
+            "default_engine": "classic",
+            "engines": [
+                {
+                    "name": "classic",
+                    "presets": [{"name": "default", "variants": 1}],
+                    "available": {"ok": True},
+                },
+                {
+                    "name": "flux",
+                    "default_preset": "fill",
+                    "presets": [{"name": "dev", "variants": 2}, {"name": "fill", "variants": 4}],
+                    "available": {"ok": True},
+                },
+            ],
+        }
+    }
+    assert transport.preset_variants(hello) == {
+        "classic/default": 1,
+        "flux/dev": 2,
+        "flux/fill": 4,
+        "flux": 4,
+    }
+    offer = transport.Offer(transport.presets_from_hello(hello), transport.preset_variants(hello))
+    assert offer.default_variants("flux/fill") == 4
+    assert offer.default_variants("flux") == 4  # the engine alone: its default preset
+    assert offer.default_variants("") == 1  # empty: the backend's default preset
+    assert offer.default_variants("unknown/one") is None
+
+
+def test_a_failure_after_some_variants_says_they_stay() -> None:
+    exc = transport.BackendError("engine_failed", "out of luck")
+    assert "stay in the image" not in transport.user_message(exc, "tcp://127.0.0.1:9")
+    assert transport.user_message(exc, "tcp://127.0.0.1:9", kept=2).endswith(
+        "\nThe 2 variants that finished before that stay in the image."
+    )
+    assert transport.user_message(exc, "tcp://127.0.0.1:9", kept=1).endswith(
+        "\nThe variant that finished before that stays in the image."
+    )
+
+
+def test_each_variant_is_handed_over_while_the_later_ones_are_computed(backend: str) -> None:
+    """The plug-in inserts what ``on_variant`` receives at once, so variant 1 must arrive before
+    variant 2 is computed, and the progress text must name the variant being made."""
+    rng = np.random.default_rng(1)
+    src = Frame(
+        FrameDesc(48, 40, 4, "u8", "RGBA", "source"), rng.integers(0, 255, (40, 48, 4), np.uint8).tobytes()
+    )
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:30, 12:36] = 255
+    header, frames = transport.refine_request(
+        src,
+        Frame(FrameDesc(48, 40, 1, "u8", "RGBA", "mask"), mask.tobytes()),
+        origin=(5, 7),
+        doc_size=(100, 80),
+        engine="seeded",
+        params={"variants": 3, "seed": 5},
+    )
+    log: list[tuple[str, object]] = []
+    result = transport.run_refine(
+        backend,
+        header,
+        frames,
+        on_progress=lambda event: log.append(("progress", event)),
+        on_variant=lambda msg: log.append(("variant", msg)),
+    )
+    variants = [m for kind, m in log if kind == "variant"]
+    assert [transport.variant_position(m.header) for m in variants] == [(0, 3), (1, 3)]
+    assert transport.variant_position(result.header) == (2, 3)
+    # Variant 0 came before any progress of variant 2: it was handed over mid-job.
+    first = next(i for i, (kind, _m) in enumerate(log) if kind == "variant")
+    later = [e.variant for kind, e in log[first:] if kind == "progress"]
+    assert 2 in later
+    texts = {e.text for kind, e in log if kind == "progress"}
+    assert {"Touchup: Refining, variant 1 of 3…", "Touchup: Refining, variant 3 of 3…"} <= texts
+    names = [transport.variant_layer_name(m.header) for m in [*variants, result]]
+    assert names == ["Variant 1 of 3 (seed 5)", "Variant 2 of 3 (seed 6)", "Variant 3 of 3 (seed 7)"]
+
+
+def test_a_variants_group_is_named_like_the_single_layer_would_be() -> None:
+    assert transport.variants_group_name("make it gold") == "Touchup: make it gold"
+    assert transport.variants_group_name("", "Logo") == "Touchup: from Logo"
+    # Neither an instruction nor a reference: the group says what it holds.
+    assert transport.variants_group_name("") == "Touchup: variants"
+    assert transport.result_layer_name("") == "Touchup: refined selection"  # one result, as before
