@@ -51,10 +51,37 @@ def write_results() -> None:
     Path(os.environ["TOUCHUP_KRITA_RESULTS"]).write_text(json.dumps(RESULTS, indent=1, default=str))
 
 
-class Runner:
-    """Runs the checks one after another, each step from Krita's main event loop."""
+def pump_until(pred: Callable[[], bool], timeout: float) -> bool:
+    """Wait for ``pred()`` in a nested event loop. Krita 5.2 holds back layer-tree updates to the
+    GUI there (see above): what depends on the Layers docker or the active layer must yield an
+    :class:`Until` to the :class:`Runner` instead."""
+    end = time.monotonic() + timeout
+    loop = QtCore.QEventLoop()
+    while time.monotonic() < end:
+        if pred():
+            return True
+        QtCore.QTimer.singleShot(20, loop.quit)
+        loop.exec()
+    return bool(pred())
 
-    def __init__(self, checks: list[tuple[str, Callable[[], Check]]], finish: Callable[[], None]) -> None:
+
+def record(name: str, fn: Callable[[], Any]) -> Any:
+    """Run one check that does not yield, all at once, and store its result."""
+    t0 = time.monotonic()
+    try:
+        RESULTS[name] = {"ok": True, "detail": fn()}
+    except Exception:
+        RESULTS[name] = {"ok": False, "detail": traceback.format_exc()}
+    RESULTS[name]["seconds"] = round(time.monotonic() - t0, 2)
+    write_results()
+
+
+class Runner:
+    """Runs the checks one after another, each step from Krita's main event loop. A check is a
+    generator of :class:`Until` (its return value is the detail recorded), or a plain function
+    that never waits."""
+
+    def __init__(self, checks: list[tuple[str, Callable[[], Any]]], finish: Callable[[], None]) -> None:
         self.checks = list(checks)
         self.finish = finish
         self.name = ""
@@ -73,10 +100,14 @@ class Runner:
         self.name, factory = self.checks.pop(0)
         self.t0 = time.monotonic()
         try:
-            self.gen = factory()
+            made = factory()
         except Exception:
             self._done(False, traceback.format_exc())
             return
+        if not isinstance(made, Generator):  # a check that never waits: its return value
+            self._done(True, made)
+            return
+        self.gen = made
         self._resume(lambda gen: next(gen))
 
     def _resume(self, step: Callable[[Check], Until]) -> None:
@@ -183,7 +214,7 @@ class Driver(Extension):
         self.runner.start()
 
     # -- checks ------------------------------------------------------------------------------
-    def actions_and_menu(self, window) -> Check:
+    def actions_and_menu(self, window) -> dict:
         k = Krita.instance()
         found = {}
         for action_id in ("touchup_refine_selection", "touchup_refine_again", "touchup_cancel"):
@@ -197,7 +228,6 @@ class Driver(Extension):
         entries = [a.text() for a in touchup.menu().actions()]
         assert entries == ["Refine Selection…", "Refine Again", "Cancel Refine"], entries
         return {"actions": found, "menu": f"Tools > Touchup > {entries}"}
-        yield  # a generator like every check
 
     def docker_present(self, window, state) -> Check:
         docks = window.qwindow().findChildren(QtWidgets.QDockWidget)
