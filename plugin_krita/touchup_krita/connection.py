@@ -45,6 +45,8 @@ class Backend(QtCore.QObject):
     message_received = Signal(object)
     #: Emitted when a backend that was connected stops answering (crash, closed, killed).
     lost = Signal(str)
+    #: Emitted when new settings replaced the socket: replies to what the old one sent are lost.
+    switched = Signal()
 
     def __init__(self, config: PluginConfig, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
@@ -82,10 +84,13 @@ class Backend(QtCore.QObject):
         return req_id
 
     def reconfigure(self, config: PluginConfig) -> None:
-        """Switch endpoint/command (settings dialog): a fresh socket, state re-checked."""
+        """Switch endpoint/command (settings dialog): a fresh socket, state re-checked. The old
+        backend's replies were addressed to the old socket, so the job queue hears ``switched``;
+        the old backend drops that client's jobs when it sees it gone."""
         self.config = config
         self._timer.setInterval(int(config.ping_interval_s * 1000))
         self._connect()
+        self.switched.emit()
         self._set_state(ConnectionState.CHECKING)
         self._tick()
 

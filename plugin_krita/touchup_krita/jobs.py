@@ -22,7 +22,7 @@ from touchup.shared.protocol import ErrorCode, Kind, Message, Transfer, make_hea
 from touchup.shared.result import SentTile, checked_result
 
 from .connection import Backend, ConnectionState
-from .messages import human_message
+from .messages import SETTINGS_CHANGED, human_message
 from .qt import QtCore, Signal
 
 
@@ -110,6 +110,7 @@ class JobQueue(QtCore.QObject):
         backend.message_received.connect(self._on_message)
         backend.state_changed.connect(self._on_state)
         backend.lost.connect(self._on_lost)
+        backend.switched.connect(self._on_switched)
         self._wait_timer = QtCore.QTimer(self)
         self._wait_timer.setInterval(250)
         self._wait_timer.timeout.connect(self._check_waiting)
@@ -285,6 +286,16 @@ class JobQueue(QtCore.QObject):
         )
         for job in self.active():
             self._finish(job, JobState.FAILED, ErrorCode.UNREACHABLE, text)
+        self._flush()
+        self.changed.emit()
+
+    def _on_switched(self) -> None:
+        """New settings, new socket: jobs already sent can never be answered and fail with a
+        message (instead of showing progress for ever); jobs not sent yet go to the new backend."""
+        self._cancel_pending.clear()
+        for job in self.active():
+            if job.state != JobState.WAITING:
+                self._finish(job, JobState.FAILED, ErrorCode.BACKEND_RESTARTED, SETTINGS_CHANGED)
         self._flush()
         self.changed.emit()
 

@@ -13,6 +13,13 @@ UNREACHABLE = (
     "The Touchup backend is not running. Press Start backend (or run `touchup serve`), then try again."
 )
 
+#: A refine already sent when the user pointed the docker at another backend (or re-applied the
+#: settings): its answer can no longer arrive.
+SETTINGS_CHANGED = (
+    "The backend settings were changed while refining (a new address or connection), so this "
+    "refine was abandoned. Press Refine to run it again."
+)
+
 
 def human_message(code: str, message: str = "", detail: str | None = None) -> str:
     """One paragraph for the docker: plain advice first, then the backend's specific reason."""

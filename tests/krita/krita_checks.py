@@ -867,6 +867,80 @@ def connection_file_reaches_a_curve_backend():
     return {"endpoint": ctl.backend.endpoint, "outside_identical": outside}
 
 
+def _completed(endpoint: str) -> tuple[int, bool]:
+    """(jobs the backend at ``endpoint`` has finished, whether it is busy now), from its status."""
+    from touchup.shared.client import Client
+
+    with Client(endpoint) as client:
+        queue = client.status()["queue"]
+    return int(queue["completed"]), bool(queue["busy"])
+
+
+@check
+def endpoint_changed_at_runtime():
+    """The user types another address in the docker's settings while Krita runs: the docker
+    lists the new backend's engines, refines go there and no longer to the old one, and a refine
+    still running on the old backend ends with a message instead of hanging."""
+    from touchup_krita import refine
+    from touchup_krita.api import result_of
+    from touchup_krita.connection import ConnectionState
+    from touchup_krita.controller import wait_for
+    from touchup_krita.docker import ConfigDialog, TouchupDockerWidget
+    from touchup_krita.messages import SETTINGS_CHANGED
+
+    old, new = CFG["slow_endpoint"], CFG["plain_endpoint"]  # only the old one offers "identity"
+    use_endpoint(old)
+    ctl = controller()
+    widget = TouchupDockerWidget(ctl)
+
+    def engines() -> set[str]:
+        return {
+            (widget.form.preset.itemData(i) or {}).get("engine") for i in range(widget.form.preset.count())
+        }
+
+    assert pump_until(lambda: "identity" in engines(), 10), engines()
+    doc = make_doc(120, 100, "U8")
+    select_rect(doc, 30, 30, 40, 30)
+    new_done, _ = _completed(new)
+    first = refine(doc, engine="identity", steps=2)
+    old_done, _ = _completed(old)
+
+    # A long refine on the old backend; the address changes while it runs.
+    job = refine(doc, engine="identity", steps=40, wait=False)
+    assert pump_until(lambda: job.state == "running", 30), job.state
+    t0 = time.monotonic()
+    dialog = ConfigDialog(ctl.config)  # what the docker's settings button opens
+    dialog.endpoint.setText(new)
+    ctl.set_config(dialog.config())  # ... and does when it is accepted
+    dialog.deleteLater()
+    wait_for(job, 10)
+    abandoned_after = time.monotonic() - t0
+    message = refusal(result_of, job, "a refine abandoned on the old backend produced a layer")
+    assert message == SETTINGS_CHANGED, message
+    assert not ctl.queue.active() and not widget.cancel_button.isEnabled(), "the docker still shows a refine"
+    assert names(doc) == ["Background", first.name()], names(doc)
+
+    assert pump_until(lambda: ctl.backend.state == ConnectionState.CONNECTED, 20), ctl.backend.state
+    assert ctl.backend.endpoint == new and widget.state_label.toolTip() == new, widget.state_label.toolTip()
+    assert pump_until(lambda: "identity" not in engines(), 10), f"the docker still lists {engines()}"
+    assert "classic" in engines(), engines()
+    second = refine(doc)
+    assert names(doc) == ["Background", first.name(), second.name()], names(doc)
+    assert _completed(new)[0] == new_done + 1, "the refine did not reach the new address"
+    # The old backend stops the abandoned job (its client went away) and gets nothing more.
+    assert pump_until(lambda: not _completed(old)[1], 10), "the old backend kept running the abandoned job"
+    old_after = _completed(old)[0]
+    assert old_after <= old_done + 1, (old_done, old_after)
+    third = refine(doc)
+    pump_until(lambda: False, 1.0)
+    assert _completed(old) == (old_after, False), "the old backend is still being used"
+    assert _completed(new)[0] == new_done + 2
+    assert names(doc)[-1] == third.name(), names(doc)
+    widget.deleteLater()
+    close(doc)
+    return {"message": message, "abandoned_after_s": round(abandoned_after, 2)}
+
+
 def _gray(doc) -> bytes:
     """One byte per pixel from an 8-bit grey (GRAYA) or RGBA document."""
     data = bytes(doc.pixelData(0, 0, doc.width(), doc.height()))

@@ -87,13 +87,7 @@ def gui_results(
 
 
 #: Known failures, strict: each must keep failing until fixed (then the entry goes).
-KNOWN_FAILURES = {
-    ("krita-5.2", "refine_again_active_layer"): (
-        "Krita 5.2.9: after Document.setActiveNode(Background) in the window, Document.activeNode() "
-        "stays None, so the active-layer source has no layer (5.1, 5.3 and 6.0 pass); not yet "
-        "known whether picking the layer in the Layers docker is affected too"
-    ),
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("name", CHECKS)

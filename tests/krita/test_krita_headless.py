@@ -45,6 +45,7 @@ CHECKS = [
     "result_outside_the_tile_is_refused",
     "unreadable_reply_fails_the_job",
     "connection_file_reaches_a_curve_backend",
+    "endpoint_changed_at_runtime",
 ]
 #: What the releases between the oldest and newest run: pixels in, the docker, and the errors.
 SMOKE = ["rect_u8_visible", "float_depths", "docker_widgets", "cancel_running_job", "backend_not_running"]
@@ -99,6 +100,9 @@ def run_checks(release: EditorRelease, backend: str, tmp_path_factory: pytest.Te
         [sys.executable, str(TESTS / "fake_backend.py"), garbled_endpoint, "badprogress"]
     )
     curve, connection_file = curve_backend(root)
+    # A backend offering only the product engines: where the runtime endpoint change goes
+    # (a check the smoke subset leaves out).
+    plain = BackendProcess(root / "plain", extra_engines={}) if release.id in FULL else None
     try:
         example = root / "example"
         subprocess.run(
@@ -109,6 +113,7 @@ def run_checks(release: EditorRelease, backend: str, tmp_path_factory: pytest.Te
         config = {
             "endpoint": backend,
             "slow_endpoint": slow.endpoint,
+            "plain_endpoint": plain.endpoint if plain else free_endpoint(),
             "doomed_endpoint": doomed.endpoint,
             "doomed_pid": doomed.proc.pid,
             "dead_endpoint": free_endpoint(),
@@ -142,6 +147,8 @@ def run_checks(release: EditorRelease, backend: str, tmp_path_factory: pytest.Te
         doomed.stop()
         recording.stop()
         curve.stop()
+        if plain:
+            plain.stop()
         for fake in (lying, garbled):
             fake.terminate()
             fake.wait(10)
