@@ -89,7 +89,8 @@ def restore_native(image: np.ndarray, region: np.ndarray, check: Checkpoint = ne
     out.measured.update(blocking=round(blocking, 3), noise=round(noise, 4))
     cleaned = False
     if blocking > JPEG_BLOCKING:
-        out.image = deblock(out.image, blocking)
+        out.image, found = deblock(out.image, blocking, region, check)
+        out.measured.update(found)
         out.steps.append("deblock")
         cleaned = True
     elif noise * 255 >= 1.0:
