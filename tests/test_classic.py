@@ -340,6 +340,7 @@ def test_deblocking_leaves_clean_selected_surroundings_alone():
     the clean ring of the selection beyond the damaged blocks' reach is not touched."""
     from touchup.backend.engines.classic.damage import blockiness
     from touchup.backend.engines.classic.deblock import REACH, SOFT_EDGE, deblock
+    from touchup.backend.engines.classic.quantisation import measure_quantisation
     from touchup.backend.tools.eval.datasets import jpeg, load_photo
 
     clean = load_photo("astronaut")[40:296, 150:406].astype(np.float32) / 255
@@ -348,8 +349,9 @@ def test_deblocking_leaves_clean_selected_surroundings_alone():
     image = np.where(damage[..., None] > 0, jpeg(clean, 8), clean).astype(np.float32)
     selection = np.zeros_like(damage)
     cv2.circle(selection, (128, 128), 100, 1, -1)
-    out, measured = deblock(image, blockiness(image, region=selection > 0), selection > 0)
-    assert measured["jpeg_quality"] == 8
+    found = measure_quantisation(image, selection > 0)
+    assert found is not None and found.quality == 8
+    out = deblock(image, blockiness(image, region=selection > 0), selection > 0, found)
     far = cv2.dilate(damage, np.ones((3, 3), np.uint8), iterations=REACH + int(4 * SOFT_EDGE)) == 0
     assert np.abs(out - image)[far].max() < 0.5 / 255  # no change an 8-bit layer shows
     inside = damage > 0

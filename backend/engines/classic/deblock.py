@@ -19,7 +19,7 @@ import numpy as np
 from skimage.restoration import denoise_tv_chambolle
 
 from .cancel import Checkpoint, never
-from .quantisation import measure_quantisation
+from .quantisation import Quantisation
 
 #: Spatial scale (px) of the fallback luma filter, and of the chroma low-pass.
 LUMA_SPACE, CHROMA_SIGMA = 2.0, 1.5
@@ -37,18 +37,21 @@ TV_ITERATIONS = 100
 
 
 def deblock(
-    image: np.ndarray, blocking: float, region: np.ndarray | None = None, check: Checkpoint = never
-) -> tuple[np.ndarray, dict[str, float]]:
-    """``image`` (float RGB in [0, 1]) deblocked; ``blocking`` is :func:`.damage.blockiness`.
+    image: np.ndarray,
+    blocking: float,
+    region: np.ndarray | None = None,
+    found: Quantisation | None = None,
+    check: Checkpoint = never,
+) -> np.ndarray:
+    """``image`` (float RGB in [0, 1]) deblocked inside ``region``.
 
-    Returns the image and what was measured (``quality`` and ``step`` when the quantisation
-    was found).
+    ``found`` is the measured quantisation (:func:`.quantisation.measure_quantisation`);
+    without it, ``blocking`` (:func:`.damage.blockiness`) sets the fallback filter's strength.
     """
     region = np.ones(image.shape[:2], bool) if region is None else region.astype(bool)
     ycc = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2YCrCb)
-    found = measure_quantisation(image, region)
     if found is None:
-        return _bilateral(ycc, blocking), {}
+        return _bilateral(ycc, blocking)
     check()
     luma = denoise_tv_chambolle(ycc[..., 0], weight=TV_PER_STEP * found.step, max_num_iter=TV_ITERATIONS)
     sigma = float(np.clip(CHROMA_PER_STEP * found.step * 255 / 16, *CHROMA_BOUNDS))
@@ -58,8 +61,7 @@ def deblock(
     where = (cv2.dilate(found.damaged.astype(np.uint8), kernel) > 0) & region
     weight = cv2.GaussianBlur(where.astype(np.float32), (0, 0), SOFT_EDGE) * region
     out = ycc + weight[..., None] * (smooth - ycc)
-    rgb = np.clip(cv2.cvtColor(out.astype(np.float32), cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
-    return rgb, {"jpeg_quality": float(found.quality), "quantisation_step": round(found.step, 4)}
+    return np.clip(cv2.cvtColor(out.astype(np.float32), cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
 
 
 def _bilateral(ycc: np.ndarray, blocking: float) -> np.ndarray:

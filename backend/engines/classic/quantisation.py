@@ -68,6 +68,17 @@ class Quantisation:
     step: float
     #: Where the blocks fit the table, ``HxW`` bool (whole blocks on the measured grid).
     damaged: np.ndarray
+    #: (x, y) of the first block boundary in the image.
+    grid: tuple[int, int] = (0, 0)
+
+    def boundaries(self) -> np.ndarray:
+        """``HxW`` bool: the pixels either side of a block boundary, whose steps JPEG made
+        (an edge measurement there would read the blocks' false sharpness)."""
+        h, w = self.damaged.shape
+        ox, oy = self.grid
+        cols = ((np.arange(w) - ox) % BLOCK == 0) | ((np.arange(w) - ox) % BLOCK == BLOCK - 1)
+        rows = ((np.arange(h) - oy) % BLOCK == 0) | ((np.arange(h) - oy) % BLOCK == BLOCK - 1)
+        return rows[:, None] | cols[None, :]
 
 
 def grid_phase(luma: np.ndarray, region: np.ndarray) -> tuple[int, int]:
@@ -125,4 +136,4 @@ def measure_quantisation(image: np.ndarray, region: np.ndarray) -> Quantisation 
     damaged[oy : oy + by * BLOCK, ox : ox + bx * BLOCK] = np.repeat(
         np.repeat(blocks, BLOCK, axis=0), BLOCK, axis=1
     )
-    return Quantisation(quality, float(luma_table(quality)[0, 1]) / 255.0, damaged)
+    return Quantisation(quality, float(luma_table(quality)[0, 1]) / 255.0, damaged, (ox, oy))
