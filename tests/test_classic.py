@@ -335,6 +335,21 @@ def test_no_quantisation_is_found_where_there_was_no_jpeg(damage):
     assert measure_quantisation(image, region > 0) is None
 
 
+def test_blocks_without_kept_detail_are_told_apart_from_blocks_with_detail():
+    """Deblocking smooths harder where the JPEG kept only a block's mean: such blocks are found
+    in a flat area, and not in textured fur."""
+    from touchup.backend.engines.classic.quantisation import detail_free, measure_quantisation
+    from touchup.backend.tools.eval.datasets import jpeg, load_photo
+
+    photo = load_photo("chelsea")[100:292, 150:406].astype(np.float32) / 255
+    photo[:, :128] = 0.45 + 0.05 * np.linspace(0, 1, 192)[:, None, None]  # a smooth gradient
+    image = jpeg(photo, 10)
+    found = measure_quantisation(image, np.ones(image.shape[:2], bool))
+    assert found is not None and abs(found.quality - 10) <= 1
+    flat = detail_free(image, found)
+    assert flat[:, 8:120].mean() > 0.9 and flat[:, 136:].mean() < 0.5
+
+
 def test_deblocking_leaves_clean_selected_surroundings_alone():
     """A retoucher selects more than the damage: the JPEG-damaged disc (radius 60) is smoothed,
     the clean ring of the selection beyond the damaged blocks' reach is not touched."""

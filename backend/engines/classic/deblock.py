@@ -3,7 +3,8 @@
 When the JPEG quantisation is measured (:mod:`.quantisation`), luma is smoothed by total
 variation (scikit-image's Chambolle solver), whose weight is the measured quantisation step: a
 coarse table left large false steps and flat blocks that only a firm smoothing removes, a fine
-one little to remove. Total variation keeps the large jumps of real edges and lettering that a
+one little to remove. Blocks whose detail the table removed entirely are smoothed more firmly
+than blocks that kept some. Total variation keeps the large jumps of real edges and lettering that a
 Gaussian would blur. Chroma, stored at half resolution and quantised hardest, is low-passed
 more firmly. Both act only on the blocks the table explains (and the pixels next to them):
 the clean surroundings a retoucher selected along with the damage stay as they are.
@@ -19,14 +20,16 @@ import numpy as np
 from skimage.restoration import denoise_tv_chambolle
 
 from .cancel import Checkpoint, never
-from .quantisation import Quantisation
+from .quantisation import Quantisation, detail_free
 
 #: Spatial scale (px) of the fallback luma filter, and of the chroma low-pass.
 LUMA_SPACE, CHROMA_SIGMA = 2.0, 1.5
 #: Fallback bilateral range (in [0, 1] luma units) at strong blocking, and the blockiness that is "strong".
 LUMA_RANGE, STRONG_BLOCKING = 0.1, 2.0
-#: Total-variation weight per unit of the measured lowest AC step ([0, 1] luma units).
-TV_PER_STEP = 0.07
+#: Total-variation weight per unit of the measured lowest AC step ([0, 1] luma units), and in
+#: blocks where the JPEG kept no detail at all (every AC coefficient zero: only the block's
+#: mean is known, so the smoothest fill is the best guess), blended over half a block (px).
+TV_PER_STEP, TV_FLAT_PER_STEP, FLAT_BLEND = 0.07, 0.2, 4.0
 #: Chroma low-pass (px) per unit of the measured step, and its bounds.
 CHROMA_PER_STEP, CHROMA_BOUNDS = 6.0, (1.0, 3.0)
 #: Blocks cut by the selection's edge cannot be tested but are as damaged as their neighbours:
@@ -54,6 +57,13 @@ def deblock(
         return _bilateral(ycc, blocking)
     check()
     luma = denoise_tv_chambolle(ycc[..., 0], weight=TV_PER_STEP * found.step, max_num_iter=TV_ITERATIONS)
+    flat = cv2.GaussianBlur(detail_free(image, found).astype(np.float32), (0, 0), FLAT_BLEND)
+    if flat.max() > 0:
+        check()
+        firm = denoise_tv_chambolle(
+            ycc[..., 0], weight=TV_FLAT_PER_STEP * found.step, max_num_iter=TV_ITERATIONS
+        )
+        luma = luma + flat * (firm - luma)
     sigma = float(np.clip(CHROMA_PER_STEP * found.step * 255 / 16, *CHROMA_BOUNDS))
     chroma = [cv2.GaussianBlur(ycc[..., c], (0, 0), sigma) for c in (1, 2)]
     smooth = np.dstack([luma.astype(np.float32), *chroma])

@@ -137,3 +137,18 @@ def measure_quantisation(image: np.ndarray, region: np.ndarray) -> Quantisation 
         np.repeat(blocks, BLOCK, axis=0), BLOCK, axis=1
     )
     return Quantisation(quality, float(luma_table(quality)[0, 1]) / 255.0, damaged, (ox, oy))
+
+
+def detail_free(image: np.ndarray, found: Quantisation) -> np.ndarray:
+    """``HxW`` bool: pixels of whole blocks whose every AC coefficient was quantised to zero --
+    blocks in which the JPEG kept no detail at all, only their mean."""
+    ox, oy = found.grid
+    luma = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.float64)
+    blocks = _blocks(luma * 255.0 - 128.0, ox, oy)
+    levels = np.round(fft.dctn(blocks, axes=(2, 3), norm="ortho") / luma_table(found.quality))
+    levels[:, :, 0, 0] = 0
+    flat = ~np.abs(levels).any(axis=(2, 3))
+    out = np.zeros(luma.shape, bool)
+    by, bx = flat.shape
+    out[oy : oy + by * BLOCK, ox : ox + bx * BLOCK] = np.repeat(np.repeat(flat, BLOCK, axis=0), BLOCK, axis=1)
+    return out
