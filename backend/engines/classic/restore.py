@@ -113,12 +113,12 @@ def restore_native(image: np.ndarray, region: np.ndarray, check: Checkpoint = ne
     # not the blur. Only where the quantisation left detail to measure (a fine enough step) is
     # the blur read between them; a coarse table alone makes edges as wide as a blur does, and
     # deconvolving that would sharpen the blocks' ramps into artefacts.
-    fine = found is not None and found.step <= MAX_TRUSTED_STEP
-    blur = estimate_blur(grey, region, found.boundaries() if fine else None)
+    fine = found if found is not None and found.step <= MAX_TRUSTED_STEP else None
+    blur = estimate_blur(grey, region, None if fine is None else fine.boundaries())
     out.measured.update(blur=round(blur.sigma, 3), context_edge=round(blur.context_sigma, 3))
     # Under a coarse table the measured width is the quantisation's as much as any blur's: unsure,
     # so no deconvolution.
-    coarse = found is not None and not fine
+    coarse = found is not None and fine is None
     if blur.sigma >= MIN_BLUR and blur.weight is not None and not coarse:
         check()
         sigma = min(blur.sigma, MAX_BLUR)
