@@ -30,8 +30,9 @@ LUMA_RANGE, STRONG_BLOCKING = 0.1, 2.0
 #: blocks where the JPEG kept no detail at all (every AC coefficient zero: only the block's
 #: mean is known, so the smoothest fill is the best guess), blended over half a block (px).
 TV_PER_STEP, TV_FLAT_PER_STEP, FLAT_BLEND = 0.07, 0.2, 4.0
-#: Chroma low-pass (px) per unit of the measured step, and its bounds.
-CHROMA_PER_STEP, CHROMA_BOUNDS = 6.0, (1.0, 3.0)
+#: Chroma low-pass (px) at a coarse table (lowest AC step 55/255: quality 10 and below), scaled
+#: down with the step for finer tables (1 px at quality 30, half a pixel at 60).
+CHROMA_SIGMA_COARSE, COARSE_STEP = 3.0, 55.0 / 255.0
 #: Blocks cut by the selection's edge cannot be tested but are as damaged as their neighbours:
 #: the tested blocks' area is widened by this much (px), with a soft edge.
 REACH, SOFT_EDGE = 8, 2.0
@@ -65,7 +66,7 @@ def deblock(
             ycc[..., 0], weight=TV_FLAT_PER_STEP * found.step, max_num_iter=TV_ITERATIONS
         )
         luma = luma + flat * (firm - luma)
-    sigma = float(np.clip(CHROMA_PER_STEP * found.step * 255 / 16, *CHROMA_BOUNDS))
+    sigma = CHROMA_SIGMA_COARSE * min(1.0, found.step / COARSE_STEP)
     chroma = [cv2.GaussianBlur(ycc[..., c], (0, 0), sigma) for c in (1, 2)]
     smooth = np.dstack([luma.astype(np.float32), *chroma])
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * REACH + 1, 2 * REACH + 1))

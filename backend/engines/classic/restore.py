@@ -37,6 +37,9 @@ from .quantisation import measure_quantisation
 JPEG_BLOCKING = 1.2
 #: Blur (px) below which deconvolution is not worth its risk, and the most it undoes.
 MIN_BLUR, MAX_BLUR = 0.6, 6.0
+#: Under JPEG, the quantisation's own smoothing of fine texture reads as up to about a pixel of
+#: blur: only more than this is deconvolved.
+MIN_BLUR_UNDER_JPEG = 1.2
 #: Coarsest JPEG step (lowest AC, [0, 1] luma) at which the blur beneath the blocks is measured:
 #: at quality 10 (0.22) it is, at quality 5 (0.43) every edge below a fifth of full contrast was
 #: quantised away and the blocks' ramps are as wide as any blur.
@@ -119,7 +122,8 @@ def restore_native(image: np.ndarray, region: np.ndarray, check: Checkpoint = ne
     # Under a coarse table the measured width is the quantisation's as much as any blur's: unsure,
     # so no deconvolution.
     coarse = found is not None and fine is None
-    if blur.sigma >= MIN_BLUR and blur.weight is not None and not coarse:
+    least = MIN_BLUR if found is None else MIN_BLUR_UNDER_JPEG
+    if blur.sigma >= least and blur.weight is not None and not coarse:
         check()
         sigma = min(blur.sigma, MAX_BLUR)
         sharp = deconvolve(out.image, region, sigma, BALANCE_AFTER_CLEANUP if cleaned else BALANCE, check)
