@@ -306,6 +306,94 @@ def test_jpeg_region_is_deblocked_without_harm(engine):
     assert gain >= 0.1
 
 
+@pytest.mark.parametrize("quality", [5, 12, 30])
+def test_jpeg_quality_is_measured_from_the_blocks(quality):
+    """The quality a region was saved at is read back from its DCT coefficients, on a grid
+    that does not start at the crop's corner (crops start anywhere)."""
+    from touchup.backend.engines.classic.quantisation import measure_quantisation
+    from touchup.backend.tools.eval.datasets import jpeg
+
+    image, _, region = _damaged_photo(lambda im: jpeg(im, quality))
+    found = measure_quantisation(image[3:, 5:], region[3:, 5:] > 0)
+    # Neighbouring qualities' tables differ in few low-frequency steps, by a few percent.
+    assert found is not None and abs(found.quality - quality) <= 1
+    # The damaged blocks lie inside the damaged disc.
+    assert found.damaged.any() and not (found.damaged & (region[3:, 5:] == 0)).any()
+
+
+@pytest.mark.parametrize("damage", ["none", "blur", "noise"])
+def test_no_quantisation_is_found_where_there_was_no_jpeg(damage):
+    from touchup.backend.engines.classic.quantisation import measure_quantisation
+
+    rng = np.random.default_rng(0)
+    change = {
+        "none": lambda im: im,
+        "blur": lambda im: cv2.GaussianBlur(im, (0, 0), 2.0),
+        "noise": lambda im: np.clip(im + rng.normal(0, 0.05, im.shape), 0, 1),
+    }[damage]
+    image, _, region = _damaged_photo(change)
+    assert measure_quantisation(image, region > 0) is None
+
+
+def test_blocks_without_kept_detail_are_told_apart_from_blocks_with_detail():
+    """Deblocking smooths harder where the JPEG kept only a block's mean: such blocks are found
+    in a flat area, and not in textured fur."""
+    from touchup.backend.engines.classic.quantisation import detail_free, measure_quantisation
+    from touchup.backend.tools.eval.datasets import jpeg, load_photo
+
+    photo = load_photo("chelsea")[100:292, 150:406].astype(np.float32) / 255
+    photo[:, :128] = 0.45 + 0.05 * np.linspace(0, 1, 192)[:, None, None]  # a smooth gradient
+    image = jpeg(photo, 10)
+    found = measure_quantisation(image, np.ones(image.shape[:2], bool))
+    assert found is not None and abs(found.quality - 10) <= 1
+    flat = detail_free(image, found)
+    assert flat[:, 8:120].mean() > 0.9 and flat[:, 136:].mean() < 0.5
+
+
+def test_deblocking_leaves_clean_selected_surroundings_alone():
+    """A retoucher selects more than the damage: the JPEG-damaged disc (radius 60) is smoothed,
+    the clean ring of the selection beyond the damaged blocks' reach is not touched."""
+    from touchup.backend.engines.classic.damage import blockiness
+    from touchup.backend.engines.classic.deblock import REACH, SOFT_EDGE, deblock
+    from touchup.backend.engines.classic.quantisation import measure_quantisation
+    from touchup.backend.tools.eval.datasets import jpeg, load_photo
+
+    clean = load_photo("astronaut")[40:296, 150:406].astype(np.float32) / 255
+    damage = np.zeros(clean.shape[:2], np.uint8)
+    cv2.circle(damage, (128, 128), 60, 1, -1)
+    image = np.where(damage[..., None] > 0, jpeg(clean, 8), clean).astype(np.float32)
+    selection = np.zeros_like(damage)
+    cv2.circle(selection, (128, 128), 100, 1, -1)
+    found = measure_quantisation(image, selection > 0)
+    assert found is not None and found.quality == 8
+    out = deblock(image, blockiness(image, region=selection > 0), selection > 0, found)
+    far = cv2.dilate(damage, np.ones((3, 3), np.uint8), iterations=REACH + int(4 * SOFT_EDGE)) == 0
+    assert np.abs(out - image)[far].max() < 0.5 / 255  # no change an 8-bit layer shows
+    inside = damage > 0
+    assert _psnr(out, clean, inside) > _psnr(image, clean, inside) + 0.3
+
+
+@pytest.mark.parametrize(("photo", "quality"), [("moon", 60), ("hubble_deep_field", 30), ("rocket", 60)])
+def test_a_lightly_compressed_region_is_not_made_worse(engine, photo, quality):
+    """A fine JPEG table barely damages a region: its own smoothing of fine texture must not be
+    taken for a blur and sharpened, nor its colour washed out (each of these lost 0.1-1 dB)."""
+    import skimage.data
+
+    from touchup.backend.tools.eval.datasets import as_rgb8, jpeg
+
+    img = as_rgb8(getattr(skimage.data, photo)()).astype(np.float32) / 255
+    h, w = img.shape[:2]
+    clean = img[h // 2 - 128 : h // 2 + 128, w // 2 - 128 : w // 2 + 128]
+    region = np.zeros((256, 256), np.float32)
+    cv2.circle(region, (128, 128), 80, 1.0, -1)
+    image = np.where(region[..., None] > 0, jpeg(clean, quality), clean).astype(np.float32)
+    out = _restore(engine, image, region)
+    sel = region > 0
+    gain = _psnr(out.image, clean, sel) - _psnr(image, clean, sel)
+    print(f"\n{photo} jpeg {quality}: {out.meta['restoration_steps']}, gain {gain:+.2f} dB")
+    assert gain >= -0.1
+
+
 def test_an_undamaged_region_is_left_alone(engine):
     """Nothing measurable to undo: the engine does nothing rather than guess."""
     image, _, region = _damaged_photo(lambda im: im)
@@ -355,3 +443,16 @@ def test_cancellation_is_checked_often_during_long_work(example, engine):
                 is_cancelled=lambda: calls.append(1) or len(calls) > 3,
             )
         )
+
+
+def test_bench_classic_prints_seconds_per_megapixel(capsys):
+    """``touchup bench classic`` (small, one kind) prints a figure per damage with the load."""
+    import json
+
+    from touchup.backend.app.cli import main
+
+    assert main(["bench", "classic", "--side", "96", "--kinds", "jpeg", "--repeat", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [timing] = report["timings"]
+    assert timing["kind"] == "jpeg" and timing["wall_s_per_mp"] > 0 and "deblock" in timing["steps"]
+    assert len(report["load_before"]) == 3

@@ -114,6 +114,7 @@ def test_classic_eval_writes_tables_csv_json_and_pictures(classic_eval):
     assert "| method | n | changed px outside |" in md
     assert METHODS["ours"] in md and "## By category" in md
     assert "## Gain by reference" in md and "| blur | none |" in md
+    assert "## Gain by damage family" in md and "| blur/downsample/jpeg | none |" in md
     assert set(report["methods"]) == set(METHODS)
     with (out / "eval-classic-default-cases.csv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

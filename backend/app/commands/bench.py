@@ -6,11 +6,14 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: transport, speed, cluster")
+    p = sub.add_parser("bench", help="benchmarks: transport, classic, speed, cluster")
     bench = p.add_subparsers(dest="bench", metavar="BENCH")
     from ...tools.bench_transport import register_transport
 
     register_transport(bench)
+    from ...tools.bench_classic import register_classic
+
+    register_classic(bench)
     try:
         from ...tools.bench_speed import register_speed
     except ModuleNotFoundError as exc:  # the diffusion benchmark ships with the diffusion engines

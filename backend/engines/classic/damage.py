@@ -106,7 +106,7 @@ def _gradient(grey: np.ndarray) -> np.ndarray:
     return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
 
 
-def edge_widths(grey: np.ndarray, areas: list[np.ndarray]) -> EdgeWidths:
+def edge_widths(grey: np.ndarray, areas: list[np.ndarray], ignore: np.ndarray | None = None) -> EdgeWidths:
     """Edge widths by the re-blur gradient ratio at the Canny edges of each of ``areas``.
 
     Canny's thresholds are set per area from its own gradients: a blurred region has weaker
@@ -123,6 +123,8 @@ def edge_widths(grey: np.ndarray, areas: list[np.ndarray]) -> EdgeWidths:
         edges |= (cv2.Canny(u8, 0.5 * high, high, L2gradient=True) > 0) & area
     ratio = mag / np.maximum(mag_r, 1e-6)
     edges &= (ratio > 1.001) & (mag > 0.01)
+    if ignore is not None:
+        edges &= ~ignore
     sigma = np.where(edges, REBLUR_SIGMA / np.sqrt(np.maximum(ratio * ratio - 1, 1e-6)), 0)
     return EdgeWidths(sigma.astype(np.float32), edges)
 
@@ -138,12 +140,13 @@ class Blur:
     weight: np.ndarray | None = None
 
 
-def estimate_blur(grey: np.ndarray, region: np.ndarray) -> Blur:
-    """The region's blur against its surroundings (see the module's notes)."""
+def estimate_blur(grey: np.ndarray, region: np.ndarray, ignore: np.ndarray | None = None) -> Blur:
+    """The region's blur against its surroundings (see the module's notes); edges where
+    ``ignore`` is set are not measured (JPEG's block boundaries: steps the blur did not make)."""
     kernel = np.ones((5, 5), np.uint8)
     inner = cv2.erode(region.astype(np.uint8), kernel) > 0
     outer = ~cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
-    widths = edge_widths(grey, [inner, outer])
+    widths = edge_widths(grey, [inner, outer], ignore)
     inside, context = widths.median(inner), widths.median(outer)
     context = SHARP_EDGE_SIGMA if context is None else context
     if inside is None or inside <= context:

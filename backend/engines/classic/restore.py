@@ -2,12 +2,15 @@
 
 The steps, each applied only when its measurement calls for it (see :mod:`.damage`):
 
-1. JPEG blocking -> deblocking (:mod:`.deblock`); otherwise pixel noise -> non-local means
-   (:mod:`.denoise`);
+1. JPEG blocking -> the quantisation table measured from the blocks (:mod:`.quantisation`)
+   and deblocking at its step, on the blocks it explains (:mod:`.deblock`); otherwise pixel
+   noise -> non-local means (:mod:`.denoise`);
 2. blur, or the lost high frequencies of a downsampled region -> Wiener deconvolution with the
    measured Gaussian width (:mod:`.deconvolve`), weighted by where in the selection the blur
-   is. After deblocking or denoising the deconvolution is regularised more firmly, so the
-   residue is not sharpened back.
+   is. Under JPEG the blur is measured between the block boundaries, and only when the table
+   is fine enough to have kept edges (a coarse one widens them itself: unsure, so nothing).
+   After deblocking or denoising the deconvolution is regularised more firmly, so the residue
+   is not sharpened back.
 
 An enlarged focus crop is taken back to the photo's own pixels first (:mod:`.native`), restored
 there, and only the change is enlarged and added back.
@@ -28,11 +31,19 @@ from .deblock import deblock
 from .deconvolve import deconvolve
 from .denoise import denoise
 from .native import native_size, unenlarge
+from .quantisation import measure_quantisation
 
 #: Blockiness above which a region is treated as JPEG-damaged.
 JPEG_BLOCKING = 1.2
 #: Blur (px) below which deconvolution is not worth its risk, and the most it undoes.
 MIN_BLUR, MAX_BLUR = 0.6, 6.0
+#: Under JPEG, the quantisation's own smoothing of fine texture reads as up to about a pixel of
+#: blur: only more than this is deconvolved.
+MIN_BLUR_UNDER_JPEG = 1.2
+#: Coarsest JPEG step (lowest AC, [0, 1] luma) at which the blur beneath the blocks is measured:
+#: at quality 10 (0.22) it is, at quality 5 (0.43) every edge below a fifth of full contrast was
+#: quantised away and the blocks' ramps are as wide as any blur.
+MAX_TRUSTED_STEP = 0.25
 #: Fewest unselected pixels that make a measurement of the surroundings.
 MIN_CONTEXT_PIXELS = 1024
 #: Wiener regularisation: for a clean blurred region, and after deblocking or denoising.
@@ -88,8 +99,11 @@ def restore_native(image: np.ndarray, region: np.ndarray, check: Checkpoint = ne
     noise = float(np.sqrt(max(noise * noise - grain * grain, 0.0)))
     out.measured.update(blocking=round(blocking, 3), noise=round(noise, 4))
     cleaned = False
+    found = measure_quantisation(image, region) if blocking > JPEG_BLOCKING else None
+    if found is not None:
+        out.measured.update(jpeg_quality=found.quality, quantisation_step=round(found.step, 4))
     if blocking > JPEG_BLOCKING:
-        out.image = deblock(out.image, blocking)
+        out.image = deblock(out.image, blocking, region, found, check)
         out.steps.append("deblock")
         cleaned = True
     elif noise * 255 >= 1.0:
@@ -98,9 +112,18 @@ def restore_native(image: np.ndarray, region: np.ndarray, check: Checkpoint = ne
         cleaned = True
     check()
     grey = cv2.cvtColor(out.image, cv2.COLOR_RGB2GRAY)
-    blur = estimate_blur(grey, region)
+    # Block boundaries are JPEG's own sharp steps: an edge measurement there reads the blocks,
+    # not the blur. Only where the quantisation left detail to measure (a fine enough step) is
+    # the blur read between them; a coarse table alone makes edges as wide as a blur does, and
+    # deconvolving that would sharpen the blocks' ramps into artefacts.
+    fine = found if found is not None and found.step <= MAX_TRUSTED_STEP else None
+    blur = estimate_blur(grey, region, None if fine is None else fine.boundaries())
     out.measured.update(blur=round(blur.sigma, 3), context_edge=round(blur.context_sigma, 3))
-    if blur.sigma >= MIN_BLUR and blur.weight is not None:
+    # Under a coarse table the measured width is the quantisation's as much as any blur's: unsure,
+    # so no deconvolution.
+    coarse = found is not None and fine is None
+    least = MIN_BLUR if found is None else MIN_BLUR_UNDER_JPEG
+    if blur.sigma >= least and blur.weight is not None and not coarse:
         check()
         sigma = min(blur.sigma, MAX_BLUR)
         sharp = deconvolve(out.image, region, sigma, BALANCE_AFTER_CLEANUP if cleaned else BALANCE, check)

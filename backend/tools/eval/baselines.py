@@ -87,8 +87,9 @@ def _run_job(case: EvalCase, engine: Engine, params: RefineParams, tile: Rect) -
     result = case.image.copy()
     result[window] = outcome.composite[:, :, :3]
     meta = {"timings": outcome.timings, "scales": outcome.meta.get("scales")}
-    if "reference" in outcome.meta:  # used, or why it was refused
-        meta["reference"] = outcome.meta["reference"]
+    for key in ("reference", "restoration_steps"):  # used, or why it was refused; what was done
+        if key in outcome.meta:
+            meta[key] = outcome.meta[key]
     return MethodResult(result, seconds, meta)
 
 

@@ -30,6 +30,17 @@ DEGRADATIONS = ("blur", "downsample", "jpeg", "erosion", "lighting", "noise")
 #: Damage made of several degradations in turn, as real photos collect it (a soft, enlarged
 #: detail that was then saved as a JPEG).
 COMBINED = ("blur+jpeg", "downsample+jpeg", "blur+downsample+jpeg")
+#: Damage a reference-free restore can undo from measurements alone (lost detail, not lost
+#: content): blur, downsampling and JPEG, alone or combined. The issue's reference-free target
+#: is stated over this family, so the report gives it a row of its own.
+RESTORABLE = frozenset({"blur", "downsample", "jpeg"})
+
+
+def damage_family(degradation: str) -> str:
+    """``blur/downsample/jpeg`` when every part of ``degradation`` is in :data:`RESTORABLE`,
+    ``other`` otherwise (erosion, lighting, noise, or a user's case without a label)."""
+    parts = set(degradation.split("+")) if degradation else set()
+    return "blur/downsample/jpeg" if parts and parts <= RESTORABLE else "other"
 
 
 class ReferenceKind(str, Enum):

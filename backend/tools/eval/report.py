@@ -242,6 +242,7 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
             lines += [f"## By {key}", "", table, ""]
     if "ours" in result.methods and any("gain" in r for r in result.rows):
         by_kind = gain_summary(result.rows, ["reference_kind"])
+        by_family = gain_summary(result.rows, ["family", "reference_kind"])
         by_both = gain_summary(result.rows, ["degradation", "reference_kind"])
         lines += [
             "## Gain by reference",
@@ -251,6 +252,13 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
             "must be refused and must not harm).",
             "",
             gain_table(by_kind, ["reference_kind"]),
+            "",
+            "## Gain by damage family",
+            "",
+            "`blur/downsample/jpeg`: damage made only of blur, downsampling and JPEG (alone or combined), "
+            "which a reference-free restore can undo from measurements; `other`: erosion, lighting, noise.",
+            "",
+            gain_table(by_family, ["family", "reference_kind"]),
             "",
             "## Gain by degradation, with and without a reference",
             "",
@@ -281,6 +289,7 @@ def write_report(result: EvalResult, out: str | Path, title: str | None = None) 
         "by_category": by_category,
         "by_degradation": by_degradation,
         "gain_by_reference": gain_summary(result.rows, ["reference_kind"]),
+        "gain_by_family_and_reference": gain_summary(result.rows, ["family", "reference_kind"]),
         "gain_by_degradation_and_reference": gain_summary(result.rows, ["degradation", "reference_kind"]),
         "cases": result.rows,
     }

@@ -16,7 +16,7 @@ import numpy as np
 from ...engines.base import Engine, RefineParams
 from ...errors import TouchupError
 from .baselines import METHODS, check_methods, run_method
-from .datasets import EvalCase
+from .datasets import EvalCase, damage_family
 from .metrics import METRICS, Regions, score
 from .perceptual import Perceptual
 
@@ -94,6 +94,7 @@ def run_eval(
                 "case": case.name,
                 "category": case.category,
                 "degradation": case.degradation,
+                "family": damage_family(case.degradation),
                 "size": case.size,
                 "reference": case.has_reference,
                 "reference_kind": case.reference_kind,
