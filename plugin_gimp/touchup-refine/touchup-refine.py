@@ -301,41 +301,49 @@ class TouchupRefine(Gimp.PlugIn):
         )
         sent = transport.SentTile.of_request(header, frames)
 
-        def on_variant(msg) -> None:
-            """A finished variant (not the last): into the group at once, visible on the canvas."""
+        arrived: list[pixels.Variant] = []
+
+        def variant_of(msg) -> pixels.Variant:
+            # Checked against the tile sent (origin, size, channels, order, dtype) before any pixel is written.
             out, origin = transport.checked_result(msg, sent)
             index, _count = transport.variant_position(msg.header)
-            group.add(transport.variant_layer_name(msg.header), index, origin, out)
-            Gimp.displays_flush()
+            return pixels.Variant(transport.variant_layer_name(msg.header), index, origin, out)
+
+        def on_variant(msg) -> None:
+            """A finished variant (not the last): kept until the job ends, then inserted with
+            the others in one short undo step (see :class:`pixels.VariantGroup`)."""
+            arrived.append(variant_of(msg))
 
         Gimp.progress_set_text("Touchup: sending to the backend…")
         try:
-            try:
-                connection = transport.connection_from(config.get_property("connection"))
-                if connection is not None:
-                    endpoint = connection.endpoint
-                result = transport.run_refine(
-                    endpoint, header, frames, on_progress, connection=connection, on_variant=on_variant
-                )
-                # Checked against the tile sent (origin, size, channels, order, dtype) before any pixel is written.
-                out, origin = transport.checked_result(result, sent)
-            except transport.BackendError as exc:
-                return _fail(procedure, transport.user_message(exc, endpoint, kept=len(group.layers)))
-            if out.desc.dtype != fmt.dtype:
-                return _fail(
-                    procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
-                )
-            if group.layers:  # several variants: the last one joins its group
-                Gimp.progress_set_text("Touchup: adding the last variant…")
-                index, _count = transport.variant_position(result.header)
-                group.add(transport.variant_layer_name(result.header), index, origin, out)
-            else:  # one result: one layer, exactly as without variants
-                Gimp.progress_set_text("Touchup: adding the layer…")
-                pixels.add_result_layer(
-                    image, active, transport.result_layer_name(instruction, reference_name), origin, out, fmt
-                )
-        finally:
-            group.close()
+            connection = transport.connection_from(config.get_property("connection"))
+            if connection is not None:
+                endpoint = connection.endpoint
+            result = transport.run_refine(
+                endpoint, header, frames, on_progress, connection=connection, on_variant=on_variant
+            )
+            last = variant_of(result)
+        except transport.BackendError as exc:
+            group.insert(arrived)  # what finished before the failure is kept, as one undo step
+            Gimp.displays_flush()
+            return _fail(procedure, transport.user_message(exc, endpoint, kept=len(arrived)))
+        if last.frame.desc.dtype != fmt.dtype:
+            return _fail(
+                procedure, "Touchup: the backend sent a result this plug-in cannot use; update both."
+            )
+        if arrived:  # several variants: one group, one undo step
+            Gimp.progress_set_text("Touchup: adding the variants…")
+            group.insert([*arrived, last])
+        else:  # one result: one layer, exactly as without variants
+            Gimp.progress_set_text("Touchup: adding the layer…")
+            pixels.add_result_layer(
+                image,
+                active,
+                transport.result_layer_name(instruction, reference_name),
+                last.origin,
+                last.frame,
+                fmt,
+            )
         Gimp.progress_update(1.0)
         Gimp.displays_flush()
 

@@ -169,16 +169,25 @@ def _fill(layer: Gimp.Layer, origin: tuple[int, int], frame: Frame, fmt: PixelFo
     layer.update(0, 0, desc.width, desc.height)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One finished variant, checked against the tile that was sent, waiting to be inserted."""
+
+    name: str
+    index: int
+    origin: tuple[int, int]
+    frame: Frame
+
+
 class VariantGroup:
     """One request's variants as layers of one layer group above the active layer.
 
-    Each variant goes in as soon as it arrives, so the retoucher sees the first candidate on
-    the canvas while the others are still computed. The first variant is visible and the others
-    hidden (toggling the eye compares them; the composite shows one candidate at a time), in
-    index order from the top. The image's undo group is opened with the first variant and closed
-    by :meth:`close`, so one undo removes the group and every variant in it; a plug-in ended
-    mid-job (cancelled) has its open undo group closed by GIMP, keeping the variants already
-    inserted as one step. Existing layers are never touched.
+    The first variant is visible and the others hidden (toggling the eye compares them; the
+    composite shows one candidate at a time), in index order from the top. All variants go in
+    together, inside one short undo group, once the job has ended (or failed part-way): an undo
+    group held open while the backend computes would swallow whatever the retoucher does to the
+    image meanwhile (a Select None would be undone with the variants). Existing layers are
+    never touched.
     """
 
     def __init__(self, image: Gimp.Image, above: Gimp.Drawable, name: str, fmt: PixelFormat) -> None:
@@ -190,25 +199,24 @@ class VariantGroup:
         #: The variants inserted so far, by index (they may arrive in any order).
         self.layers: dict[int, Gimp.Layer] = {}
 
-    def add(self, name: str, index: int, origin: tuple[int, int], frame: Frame) -> Gimp.Layer:
-        """Insert variant ``index`` (0-based) at its place in index order, shown if it is the first."""
-        if self.group is None:
-            parent, position = insertion_point(self.image, self.above)
-            self.image.undo_group_start()
+    def insert(self, variants: list[Variant]) -> None:
+        """Insert every variant at its place in index order (they may have arrived in any
+        order), the first shown and selected, as one undo step; nothing when the list is empty."""
+        if not variants:
+            return
+        parent, position = insertion_point(self.image, self.above)
+        self.image.undo_group_start()
+        try:
             self.group = Gimp.GroupLayer.new(self.image, self.name)
             self.image.insert_layer(self.group, parent, position)
-        layer = _new_result_layer(self.image, name, frame)
-        self.image.insert_layer(layer, self.group, sum(1 for i in self.layers if i < index))
-        _fill(layer, origin, frame, self.fmt)
-        layer.set_visible(index == 0)
-        self.layers[index] = layer
-        # Inserting selects the new layer; keep the one on show selected, so that what the
-        # user paints or looks at next is the visible candidate, not a hidden one.
-        self.image.set_selected_layers([self.layers[min(self.layers)]])
-        return layer
-
-    def close(self) -> None:
-        """End the undo group opened by the first variant (nothing when none arrived)."""
-        if self.group is not None:
-            self.group = None
+            for variant in sorted(variants, key=lambda v: v.index):
+                layer = _new_result_layer(self.image, variant.name, variant.frame)
+                self.image.insert_layer(layer, self.group, len(self.layers))
+                _fill(layer, variant.origin, variant.frame, self.fmt)
+                layer.set_visible(not self.layers)
+                self.layers[variant.index] = layer
+            # Inserting selects the newest layer; select the one on show, so that what the
+            # user paints or looks at next is the visible candidate, not a hidden one.
+            self.image.set_selected_layers([self.layers[min(self.layers)]])
+        finally:
             self.image.undo_group_end()

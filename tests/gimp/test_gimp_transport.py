@@ -162,8 +162,9 @@ def test_a_failure_after_some_variants_says_they_stay() -> None:
 
 
 def test_each_variant_is_handed_over_while_the_later_ones_are_computed(backend: str) -> None:
-    """The plug-in inserts what ``on_variant`` receives at once, so variant 1 must arrive before
-    variant 2 is computed, and the progress text must name the variant being made."""
+    """Variant 1 must reach ``on_variant`` before variant 2 is computed (a backend failing
+    later still leaves the plug-in the finished ones), and the progress text must name the
+    variant being made."""
     rng = np.random.default_rng(1)
     src = Frame(
         FrameDesc(48, 40, 4, "u8", "RGBA", "source"), rng.integers(0, 255, (40, 48, 4), np.uint8).tobytes()
