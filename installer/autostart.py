@@ -17,7 +17,7 @@ from pathlib import Path
 
 from platformdirs import unix
 
-from .paths import _environ, _home, current_system
+from .paths import _Environ, _home, current_system
 
 AGENT_LABEL = "org.touchup.tray"
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
@@ -67,7 +67,7 @@ def autostart_entry(
         }
         path = _home(env) / "Library" / "LaunchAgents" / f"{AGENT_LABEL}.plist"
         return AutostartEntry(f"LaunchAgent {path}", path, plistlib.dumps(plist))
-    with _environ(env):
+    with _Environ(env):
         folder = Path(unix.Unix().user_config_dir) / "autostart"
     desktop = "\n".join(
         [

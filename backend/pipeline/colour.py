@@ -27,7 +27,7 @@ _ENCODED_BREAK = 0.04045  # the same point in encoded values (12.92 * 0.0031308,
 _GAMMA = 2.4
 _A = 0.055
 
-__all__ = ["Transfer", "decode_srgb", "encode_srgb", "to_engine", "from_engine"]
+__all__ = ["Transfer", "decode_srgb", "encode_srgb", "from_engine", "to_engine"]
 
 
 def encode_srgb(linear: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -42,4 +42,4 @@ else:
 Signal = QtCore.pyqtSignal
 Qt = QtCore.Qt
 
-__all__ = ["QT_MAJOR", "QAction", "QtCore", "QtGui", "QtWidgets", "Qt", "Signal"]
+__all__ = ["QT_MAJOR", "QAction", "Qt", "QtCore", "QtGui", "QtWidgets", "Signal"]

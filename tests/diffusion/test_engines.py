@@ -355,7 +355,7 @@ def test_refine_through_the_backend_process(tiny, backend_factory):
     with proc.client() as c:
         hello = c.hello()
         engines = {e["name"]: e for e in hello["capabilities"]["engines"]}
-        assert [p["name"] for p in engines["qwen-edit"]["presets"]][0] == "refine-anything"
+        assert next(p["name"] for p in engines["qwen-edit"]["presets"]) == "refine-anything"
         events = []
         result = c.refine(
             *_request("flux-kontext", "flux-kontext", steps=3), on_event=events.append, timeout=240
