@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("touchup bench cluster: needs the 'cluster' extra (pip install 'touchup[cluster]')")
         return 2
-    from ..tools.bench_engines import register_slow_engine
-    from .local_ray import is_loopback, loopback_only, start_local_ray
+    from .bench_engines import register_slow_engine
+    from ..cluster.local_ray import is_loopback, loopback_only, start_local_ray
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the figures, not Serve's chatter
     sizes = [int(n) for n in args.replicas.split(",") if n.strip()]
@@ -100,7 +100,7 @@ def _job(engine: str, steps: int, seed: int) -> tuple[dict[str, Any], list]:
 def _measure(args: argparse.Namespace, replicas: int) -> tuple[float, list[float]]:
     from ..config import Config
     from ..server import Server
-    from .ray_executor import RayExecutor
+    from ..cluster.ray_executor import RayExecutor
 
     endpoint = _free_endpoint()
     config = Config(
@@ -158,7 +158,7 @@ def _print_shipping() -> None:
     from ..engines import engine_class
     from ..pipeline.focus import plan_regions
     from ..pipeline.refine import RefineJob
-    from .shipping import cut
+    from ..cluster.shipping import cut
 
     presets = {"classic": engine_class("classic")().preset(None)}
     with contextlib.suppress(Exception):  # the diffusion engines' module may be absent
