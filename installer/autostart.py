@@ -100,11 +100,13 @@ def _desktop_exec(command: list[str]) -> str:
 
 def write_registry(key: str, name: str, command: str) -> str | None:
     """Set ``HKCU\\key\\name`` and return the previous value (None if there was none)."""
-    import winreg  # Windows only
+    if sys.platform != "win32":
+        raise OSError("the registry exists on Windows only")
+    import winreg
 
     with winreg.CreateKey(winreg.HKEY_CURRENT_USER, key) as handle:
         try:
-            previous = winreg.QueryValueEx(handle, name)[0]
+            previous = str(winreg.QueryValueEx(handle, name)[0])
         except FileNotFoundError:
             previous = None
         winreg.SetValueEx(handle, name, 0, winreg.REG_SZ, command)
@@ -112,7 +114,9 @@ def write_registry(key: str, name: str, command: str) -> str | None:
 
 
 def delete_registry(key: str, name: str) -> None:
-    import winreg  # Windows only
+    if sys.platform != "win32":
+        raise OSError("the registry exists on Windows only")
+    import winreg
 
     try:
         with winreg.OpenKey(winreg.HKEY_CURRENT_USER, key, 0, winreg.KEY_SET_VALUE) as handle:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from platformdirs import macos, unix, windows
+from platformdirs.api import PlatformDirsABC
 
 KRITA = "krita"
 GIMP = "gimp"
@@ -69,7 +70,7 @@ def current_system() -> str:
     return "linux"
 
 
-def _dirs(system: str, app: str):
+def _dirs(system: str, app: str) -> PlatformDirsABC:
     """The platformdirs implementation for ``system`` (not necessarily this machine's)."""
     if system == "win32":
         return windows.Windows(app, appauthor=False, roaming=True)

@@ -108,7 +108,14 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._unload_requested = threading.Event()
 
-    def run(self, work, engine, preset, on_progress, is_cancelled) -> RefineOutcome:
+    def run(
+        self,
+        work: RefineJob,
+        engine: str,
+        preset: str | None,
+        on_progress: ProgressFn,
+        is_cancelled: CancelFn,
+    ) -> RefineOutcome:
         with self._lock:
             try:
                 self._apply_unload_request()

@@ -23,8 +23,9 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import serve
@@ -36,6 +37,13 @@ from ..errors import Cancelled, TouchupError
 from .events import Failed, Finished, Progress, WasCancelled
 from .executor import LocalExecutor
 from .shipping import ShippedJob, run_parts
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..engines.base import CancelFn
+    from ..pipeline.refine import ProgressFn, RefineJob, RefineOutcome
+
 
 log = logging.getLogger("touchup.cluster")
 
@@ -151,7 +159,7 @@ class EngineReplica:
         threading.Thread(target=self._heartbeat, name="touchup-replica-heartbeat", daemon=True).start()
 
     # -- Serve entry points ------------------------------------------------------------------
-    @serve.multiplexed(max_num_models_per_replica=1)
+    @serve.multiplexed(max_num_models_per_replica=1)  # type: ignore[untyped-decorator]
     async def _resident(self, key: str) -> _Resident:
         engine, preset = split_key(key)
         await asyncio.to_thread(self._executor.load, engine, preset or None)
@@ -159,7 +167,7 @@ class EngineReplica:
         self._report()
         return _Resident(key)
 
-    async def run(self, shipped: ShippedJob):
+    async def run(self, shipped: ShippedJob) -> AsyncIterator[Progress | Finished | Failed | WasCancelled]:
         """Stream the job's events: progress per step, then Finished, Failed or WasCancelled."""
         key = serve.get_multiplexed_model_id()
         started = time.perf_counter()
@@ -176,9 +184,9 @@ class EngineReplica:
                     yield Failed(exc.code, exc.message, exc.detail)
                     return
             loop = asyncio.get_running_loop()
-            events: asyncio.Queue = asyncio.Queue()
+            events: asyncio.Queue[Progress | None] = asyncio.Queue()
 
-            def on_progress(stage: str, step: int, total: int, preview=None) -> None:
+            def on_progress(stage: str, step: int, total: int, preview: np.ndarray | None = None) -> None:
                 loop.call_soon_threadsafe(events.put_nowait, Progress(stage, step, total, preview))
 
             done = loop.run_in_executor(None, self._run_blocking, shipped, on_progress, cancel.is_set)
@@ -204,8 +212,10 @@ class EngineReplica:
             self._busy_since = None
             self._report()
 
-    def _run_blocking(self, shipped: ShippedJob, on_progress, is_cancelled):
-        def run(work, report):
+    def _run_blocking(
+        self, shipped: ShippedJob, on_progress: ProgressFn, is_cancelled: CancelFn
+    ) -> Finished | Failed | WasCancelled:
+        def run(work: RefineJob, report: ProgressFn) -> RefineOutcome:
             return self._executor.run(work, shipped.engine, shipped.preset, report, is_cancelled)
 
         try:

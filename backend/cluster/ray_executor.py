@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import serve
@@ -33,6 +34,13 @@ from .executor import ClusterError, Executor, parse_autoscale
 from .local_ray import is_loopback, loopback_only, start_local_ray
 from .pool import APP_NAME, BOARD_NAME, ENGINE_DEPLOYMENT, NAMESPACE, AffinityRouter, PoolBoard, model_key
 from .shipping import ShippedJob, cut, unpack_outcome
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..engines.base import CancelFn, Engine
+    from ..pipeline.refine import ProgressFn, RefineJob, RefineOutcome
+
 
 log = logging.getLogger("touchup.cluster")
 
@@ -63,7 +71,7 @@ class RayExecutor(Executor):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._own_cluster = False
-        self._engines: dict[str, Any] = {}
+        self._engines: dict[str, Engine] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,16 +97,18 @@ class RayExecutor(Executor):
                     logging_level=logging.WARNING,
                 )
         serve.start(proxy_location="Disabled")
-        self._board = PoolBoard.options(name=BOARD_NAME, namespace=NAMESPACE, get_if_exists=True).remote()
+        self._board = PoolBoard.options(  # type: ignore[attr-defined]  # a Ray actor class
+            name=BOARD_NAME, namespace=NAMESPACE, get_if_exists=True
+        ).remote()
         gpus = ray.cluster_resources().get("GPU", 0)
         # One GPU per replica where the cluster has GPUs, else one CPU slot.
         actor_options = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
         options: dict[str, Any] = {
             "ray_actor_options": actor_options,
             "request_router_config": RequestRouterConfig(
-                request_router_class=AffinityRouter,
+                request_router_class=AffinityRouter,  # type: ignore[arg-type]  # Ray's pydantic annotations
                 request_router_kwargs={"affinity_wait_s": self.config.affinity_wait_s},
-                request_routing_stats_period_s=2.0,
+                request_routing_stats_period_s=2.0,  # type: ignore[arg-type]
             ),
         }
         if self.config.autoscale:
@@ -133,7 +143,14 @@ class RayExecutor(Executor):
             ray.shutdown()
 
     # -- jobs --------------------------------------------------------------------------------
-    def run(self, work, engine, preset, on_progress, is_cancelled):
+    def run(
+        self,
+        work: RefineJob,
+        engine: str,
+        preset: str | None,
+        on_progress: ProgressFn,
+        is_cancelled: CancelFn,
+    ) -> RefineOutcome:
         try:
             spec = self._engine(engine).preset(preset)
         except KeyError:
@@ -160,7 +177,14 @@ class RayExecutor(Executor):
             with self._lock:
                 self._running -= 1
 
-    def _stream(self, shipped: ShippedJob, key: str, source, on_progress, is_cancelled):
+    def _stream(
+        self,
+        shipped: ShippedJob,
+        key: str,
+        source: np.ndarray,
+        on_progress: ProgressFn,
+        is_cancelled: CancelFn,
+    ) -> RefineOutcome:
         if self.handle is None:
             raise TouchupError("the pool is not started", ErrorCode.CLUSTER_UNAVAILABLE)
         try:
@@ -205,7 +229,7 @@ class RayExecutor(Executor):
         finally:
             finished.set()
 
-    def _engine(self, name: str):
+    def _engine(self, name: str) -> Engine:
         """An engine object for its presets' working sizes (never loaded on the front)."""
         if name not in self._engines:
             try:
@@ -249,7 +273,7 @@ class _ReplicaLost(Exception):
     """The replica running a job went away (the job may be retried)."""
 
 
-def _cancel_when(is_cancelled, finished: threading.Event, cancel) -> None:
+def _cancel_when(is_cancelled: CancelFn, finished: threading.Event, cancel: Callable[[], object]) -> None:
     """Cancel the Serve request once the user cancels (polled: the worker thread is blocked
     reading the stream)."""
     while not finished.wait(0.1):

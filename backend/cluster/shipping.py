@@ -115,7 +115,8 @@ def part_progress(on_progress: ProgressFn, k: int, n: int) -> ProgressFn:
     if n == 1:
         return on_progress
 
-    def report(stage: str, step: int, total: int, preview=None) -> None:
+    def report(stage: str, step: int, total: int, preview: np.ndarray | None = None) -> None:
+
         if stage == "refine":
             on_progress(f"refine {k}/{n}", step, total, preview)
         elif stage in ("focus", "paste"):

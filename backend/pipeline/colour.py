@@ -62,7 +62,9 @@ def decode_srgb(encoded: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
     return _join(curve, mag, low, v, out)
 
 
-def _join(curve: np.ndarray, line: np.ndarray, low: np.ndarray, signed: np.ndarray, out: np.ndarray | None):
+def _join(
+    curve: np.ndarray, line: np.ndarray, low: np.ndarray, signed: np.ndarray, out: np.ndarray | None
+) -> np.ndarray:
     """``line`` where ``low`` else ``curve``, with the sign of ``signed``, into ``out``.
 
     Multiplying by the boolean masks is exact (x 1 or x 0) and several times faster than a

@@ -171,6 +171,12 @@ def run_refine(
         timings["crop"] += time.perf_counter() - t0
 
         stage = "refine" if n == 1 else f"refine {k}/{n}"
+
+        def engine_progress(
+            _stage: str, step: int, total: int, preview: np.ndarray | None, _s: str = stage
+        ) -> None:
+            report(_s, step, total, preview)
+
         t0 = time.perf_counter()
         output = engine.refine(
             EngineRequest(
@@ -180,7 +186,7 @@ def run_refine(
                 prompt=job.prompt,
                 params=params,
                 native_size=(region.rect.width, region.rect.height),
-                on_progress=lambda _stage, step, total, preview, _s=stage: report(_s, step, total, preview),
+                on_progress=engine_progress,
                 is_cancelled=cancelled,
             )
         )

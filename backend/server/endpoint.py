@@ -31,6 +31,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -61,6 +62,10 @@ from .limits import max_frames, max_message_bytes, parse_refine
 from .lock import EndpointLock
 from .queue import Job, JobQueue
 from .worker import Worker
+
+#: Answers the request being handled: a header (its id is filled in) and optional frames.
+Reply = Callable[..., None]
+
 
 log = logging.getLogger("touchup.server")
 
@@ -294,7 +299,9 @@ class Server:
                 return
             self._send_parts(router, parts[0].bytes, parts[1:])
 
-    def _send(self, router: zmq.Socket, peer: bytes, header: dict[str, Any], frames: list = ()) -> None:
+    def _send(
+        self, router: zmq.Socket, peer: bytes, header: dict[str, Any], frames: Sequence[Any] = ()
+    ) -> None:
         self._send_parts(router, peer, encode(header, list(frames)))
 
     def _send_parts(self, router: zmq.Socket, peer: bytes, parts: list) -> bool:
@@ -333,7 +340,7 @@ class Server:
     def _handle(self, router: zmq.Socket, peer: bytes, parts: list) -> None:
         req_id: Any = None
 
-        def reply(header: dict[str, Any], frames: list = ()) -> None:
+        def reply(header: dict[str, Any], frames: Sequence[Any] = ()) -> None:
             header.setdefault("id", req_id)
             self._send(router, peer, header, frames)
 
@@ -356,7 +363,7 @@ class Server:
             with contextlib.suppress(Exception):
                 reply(error_header(ErrorCode.INTERNAL, "internal error in the backend"))
 
-    def _dispatch(self, msg: Message, peer: bytes, owner: str, trusted: bool, reply) -> None:
+    def _dispatch(self, msg: Message, peer: bytes, owner: str, trusted: bool, reply: Reply) -> None:
         kind = msg.kind
         fields = check_fields(MESSAGE_FIELDS.get(kind, ()), msg.header)
         if kind in TRUSTED_KINDS and not trusted:
@@ -415,7 +422,7 @@ class Server:
             memory=device_info().get("memory"),
         )
 
-    def _submit(self, peer: bytes, owner: str, msg: Message, reply) -> None:
+    def _submit(self, peer: bytes, owner: str, msg: Message, reply: Reply) -> None:
         fields = parse_refine(msg, self.config)
         job = Job(peer=peer, request_id=msg.header.get("id"), owner=owner, **fields)
         position = self.queue.put(job)  # QueueFull is a TouchupError: answered by _handle
@@ -425,7 +432,7 @@ class Server:
         )
         reply(make_header(Kind.ACCEPTED, job=job.job_id, position=position, instance=self.instance))
 
-    def _cancel(self, peer: bytes, job_id: str | None, reply) -> None:
+    def _cancel(self, peer: bytes, job_id: str | None, reply: Reply) -> None:
         job = self.queue.find(job_id) if job_id else None
         if job is None or job.peer != peer:
             shown = (job_id or "")[:64]

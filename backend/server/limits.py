@@ -20,7 +20,7 @@ from ...shared.frames import CHANNELS, MAX_SAMPLE_BYTES
 from ...shared.protocol import ErrorCode, Message, Transfer
 from ...shared.request import PARAM_FIELDS, REFINE_FIELDS, RequestError, check_fields, check_known
 from ..config import Config
-from ..engines import ENGINES, engine_class
+from ..engines import DEFAULT_ENGINE, ENGINES, engine_class
 from ..engines.base import RefineParams
 from ..errors import BadInput
 from ..pipeline.imaging import frame_to_array, mask_to_float
@@ -86,7 +86,8 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
     if source.desc.channels == 1:
         raise BadInput("the source must be RGB or RGBA (3 or 4 channels)", ErrorCode.BAD_FRAME)
 
-    engine = fields["engine"] or config.engine
+    engine: str = fields["engine"] or config.engine or DEFAULT_ENGINE
+
     if engine not in ENGINES:
         raise BadInput(
             f"unknown engine {engine[:64]!r}; this backend has: {', '.join(ENGINES)}",

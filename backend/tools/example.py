@@ -53,7 +53,7 @@ def _disc(shape: tuple[int, int], radius: float, soft: float) -> np.ndarray:
     """A float disc around the patch centre; ``soft`` px of Gaussian edge (0: anti-aliased only)."""
     canvas = np.zeros(shape, np.uint8)
     cv2.circle(canvas, PATCH_CENTER, round(radius), 255, -1, lineType=cv2.LINE_AA)
-    out = canvas.astype(np.float32) / 255.0
+    out: np.ndarray = canvas.astype(np.float32) / 255.0
     if soft > 0:
         out = cv2.GaussianBlur(out, (0, 0), soft)
     return out

@@ -8,12 +8,15 @@ or a fallback list with a line saying the backend is not running.
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import cast
+
 import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
+from gi.repository import Gimp, GimpUi, GObject, Gtk  # noqa: E402
 
 #: Arguments shown by the generated dialog, in this order (the preset row is inserted after
 #: the reference chooser).
@@ -21,12 +24,12 @@ FIELDS_BEFORE = ["instruction", "reference"]
 FIELDS_AFTER = ["strength", "steps", "seed", "context", "feather", "source", "endpoint", "connection"]
 
 
-def _preset_row(config, presets: list[str]) -> Gtk.Widget:
+def _preset_row(config: Gimp.ProcedureConfig, presets: list[str]) -> Gtk.Box:
     """A labelled combo (with entry) bound both ways to the config's ``preset`` string."""
     combo = Gtk.ComboBoxText.new_with_entry()
     for name in presets:
         combo.append_text(name)
-    entry = combo.get_child()
+    entry = cast(Gtk.Entry, combo.get_child())  # a combo made "with entry" holds one
     entry.set_placeholder_text("backend default")
     config.bind_property(
         "preset", entry, "text", GObject.BindingFlags.BIDIRECTIONAL | GObject.BindingFlags.SYNC_CREATE
@@ -42,7 +45,7 @@ def _preset_row(config, presets: list[str]) -> Gtk.Widget:
     return row
 
 
-def _align_labels(dialog, row: Gtk.Widget, labelled: list[str]) -> None:
+def _align_labels(dialog: GimpUi.ProcedureDialog, row: Gtk.Box, labelled: list[str]) -> None:
     """Give the preset row's label the width of GIMP's own labels, so the columns line up."""
     labels = Gtk.SizeGroup.new(Gtk.SizeGroupMode.HORIZONTAL)
     labels.add_widget(row.get_children()[0])
@@ -50,10 +53,10 @@ def _align_labels(dialog, row: Gtk.Widget, labelled: list[str]) -> None:
         widget = dialog.get_widget(name, GObject.TYPE_NONE)
         if isinstance(widget, GimpUi.Labeled):
             labels.add_widget(widget.get_label())
-    dialog._touchup_labels = labels  # keep the size group alive as long as the dialog
+    dialog._touchup_labels = labels  # type: ignore[attr-defined]  # keep the size group alive as long as the dialog
 
 
-def _show_reference_thumbnail(dialog) -> None:
+def _show_reference_thumbnail(dialog: GimpUi.ProcedureDialog) -> None:
     """Make the reference chooser show the layer it holds.
 
     GIMP 3.0's drawable chooser draws its thumbnail only when a drawable is set, which for a
@@ -71,7 +74,7 @@ def _show_reference_thumbnail(dialog) -> None:
     else:
         return
 
-    def redraw(widget, _allocation) -> None:
+    def redraw(widget: Gtk.Widget, _allocation: object) -> None:
         drawable = get(widget)
         if drawable is not None:
             put(widget, drawable)
@@ -79,7 +82,7 @@ def _show_reference_thumbnail(dialog) -> None:
     chooser.connect("size-allocate", redraw)
 
 
-def run_dialog(procedure, config, transport) -> bool:
+def run_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, transport: ModuleType) -> bool:
     """Show the dialog; True when the user pressed OK (the config then holds their values)."""
     GimpUi.init("touchup-refine")
     endpoint = config.get_property("endpoint")

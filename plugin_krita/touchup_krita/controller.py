@@ -106,7 +106,9 @@ class Controller(QtCore.QObject):
         name = engine or hello.get("default_engine")
         for desc in hello.get("engines", []):
             if desc.get("name") == name:
-                return desc.get("default_preset")
+                preset = desc.get("default_preset")
+                return str(preset) if preset is not None else None
+
         return None
 
     def update_settings(self, settings: RefineSettings) -> None:

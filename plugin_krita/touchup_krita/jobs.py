@@ -8,12 +8,13 @@ that turns a result into a layer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from touchup.shared.client import BackendError, refine_request
+from touchup.shared.frames import Frame
 from touchup.shared.protocol import ErrorCode, Kind, Message, Transfer, make_header
 from touchup.shared.result import SentTile, checked_result
 
@@ -102,19 +103,20 @@ class JobQueue(QtCore.QObject):
     # -- public ------------------------------------------------------------------------------
     def submit(
         self,
-        source,
-        mask,
-        origin,
-        doc_size,
-        references,
-        prompt,
-        engine,
-        preset,
-        params,
-        label,
-        payload,
-        transfer=Transfer.SRGB,
+        source: Frame,
+        mask: Frame,
+        origin: tuple[int, int],
+        doc_size: tuple[int, int],
+        references: Iterable[Frame],
+        prompt: str,
+        engine: str | None,
+        preset: str | None,
+        params: dict[str, Any] | None,
+        label: str,
+        payload: Any,
+        transfer: Transfer = Transfer.SRGB,
     ) -> Job:
+
         header, frames = refine_request(
             source,
             mask,

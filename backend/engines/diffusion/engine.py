@@ -22,7 +22,7 @@ import gc
 import importlib.util
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from .memory import GPU_POLICIES, Plan, Policy
 from .presets import DiffusionPreset, presets_for
 from .run import DEFAULT_PREVIEW_EVERY, latent_preview, run_pipeline
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 log = logging.getLogger(__name__)
 
 _DIFFUSION_MODULES = ("torch", "diffusers", "transformers", "safetensors", "huggingface_hub")
@@ -44,7 +47,7 @@ def diffusion_libraries_missing() -> list[str]:
     return [m for m in _DIFFUSION_MODULES if importlib.util.find_spec(m) is None]
 
 
-def to_pil(image: np.ndarray):
+def to_pil(image: np.ndarray) -> Image.Image:
     """float32 RGB [0,1] (or HxW mask) -> PIL image, rounding once."""
     from PIL import Image
 
@@ -66,7 +69,7 @@ def denoise_strength(preset: DiffusionPreset, params: RefineParams) -> float:
     return float(min(1.0, max(0.05, base * params.strength)))
 
 
-class DiffusionEngine(Engine):
+class DiffusionEngine(Engine[DiffusionPreset]):
     """A diffusers pipeline family kept resident between jobs. Subclasses set ``name``/``family``
     and may extend :meth:`pipeline_inputs` and the ``_extra_components``/``_configure`` hooks."""
 
@@ -207,7 +210,7 @@ class DiffusionEngine(Engine):
         return latents
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def _torch(self):
+    def _torch(self) -> Any:
         missing = diffusion_libraries_missing()
         if missing:
             raise EngineError(
@@ -290,6 +293,7 @@ class DiffusionEngine(Engine):
         free_gb = torch.cuda.mem_get_info(device)[0] / 2**30 if device.type == "cuda" else None
         plan = self.choose_plan(p, device, free_gb, memory.available_ram_gb())
         policy = plan.policy
+        assert policy is not None  # choose_plan raises when nothing fits
         if device.type == "cpu":
             dtype = torch.float32
         else:
@@ -397,7 +401,7 @@ class DiffusionEngine(Engine):
         kwargs = self.call_arguments(p, crop, mask, references, prompt, params)
         gen_device = "cuda" if self._device.type == "cuda" else "cpu"
         kwargs["generator"] = torch.Generator(gen_device).manual_seed(int(params.seed))
-        out_h, out_w = kwargs.get("height", height), kwargs.get("width", width)
+        out_h, out_w = int(kwargs.get("height") or height), int(kwargs.get("width") or width)
 
         def preview(pipeline: Any, latents: Any) -> np.ndarray | None:
             try:
