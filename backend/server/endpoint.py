@@ -138,6 +138,8 @@ class Server:
         self.started = time.monotonic()
         self.instance = secrets.token_hex(8)
         self.capabilities: dict[str, Any] = {}
+        #: Each engine's preset names, from the same engine instances ``hello`` describes.
+        self.preset_names: dict[str, list[str]] = {}
         self.ready = threading.Event()
         self.worker_restarts: list[dict[str, Any]] = []
         self._security: CurveSecurity | None = None
@@ -212,6 +214,9 @@ class Server:
         outbox = self.ctx.socket(zmq.PULL)
         outbox.bind(OUTBOX)
         self.capabilities = self._describe_engines()
+        self.preset_names = {
+            e["name"]: [p["name"] for p in e["presets"]] for e in self.capabilities["engines"]
+        }
         try:
             self.executor.start()
         except Exception:
@@ -423,7 +428,7 @@ class Server:
         )
 
     def _submit(self, peer: bytes, owner: str, msg: Message, reply: Reply) -> None:
-        fields = parse_refine(msg, self.config)
+        fields = parse_refine(msg, self.config, self.preset_names)
         job = Job(peer=peer, request_id=msg.header.get("id"), owner=owner, **fields)
         position = self.queue.put(job)  # QueueFull is a TouchupError: answered by _handle
         job.position = position

@@ -12,6 +12,7 @@ configured pixel limits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from ...shared.frames import CHANNELS, MAX_SAMPLE_BYTES
 from ...shared.protocol import ErrorCode, Message, Transfer
 from ...shared.request import PARAM_FIELDS, REFINE_FIELDS, RequestError, check_fields, check_known
 from ..config import Config
-from ..engines import DEFAULT_ENGINE, ENGINES, engine_class
+from ..engines import DEFAULT_ENGINE, ENGINES
 from ..engines.base import RefineParams
 from ..errors import BadInput
 from ..pipeline.imaging import frame_to_array, mask_to_float
@@ -42,8 +43,13 @@ def max_frames(config: Config) -> int:
     return 2 + config.max_references
 
 
-def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
-    """Validate a refine message; returns the fields of a :class:`~.queue.Job` (minus peer/id)."""
+def parse_refine(msg: Message, config: Config, presets: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Validate a refine message; returns the fields of a :class:`~.queue.Job` (minus peer/id).
+
+    ``presets``: each engine's preset names as the server described them in ``hello`` (its
+    engine instances, built once with their options); an engine listed without presets (its
+    libraries are missing) is not checked here and fails when it loads.
+    """
     h = msg.header
     try:
         fields = check_fields(REFINE_FIELDS, h)
@@ -94,10 +100,10 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
             ErrorCode.UNKNOWN_ENGINE,
         )
     preset = fields["preset"] or None
-    presets = engine_presets(engine, config)
-    if preset is not None and presets and preset not in presets:
+    known = presets.get(engine, ())
+    if preset is not None and known and preset not in known:
         raise BadInput(
-            f"engine {engine!r} has no preset {preset[:64]!r}; it has: {', '.join(presets)}",
+            f"engine {engine!r} has no preset {preset[:64]!r}; it has: {', '.join(known)}",
             ErrorCode.UNKNOWN_PRESET,
         )
     params.preset = preset
@@ -137,15 +143,3 @@ def parse_params(raw: dict[str, Any], preset: str | None) -> RefineParams:
     """The ``params`` map through the schema; a key it does not define is refused."""
     check_known(PARAM_FIELDS, raw, "params")
     return RefineParams(preset=preset, **check_fields(PARAM_FIELDS, raw))
-
-
-_PRESETS: dict[tuple[str, int], list[str]] = {}
-
-
-def engine_presets(engine: str, config: Config) -> list[str]:
-    """The preset names of ``engine`` as configured. Presets belong to an engine instance (its
-    options may change them), so an instance is made once per engine, without loading a model."""
-    key = (engine, id(config))
-    if key not in _PRESETS:
-        _PRESETS[key] = list(engine_class(engine)(config.engine_options(engine)).presets)
-    return _PRESETS[key]
