@@ -179,21 +179,17 @@ class DiffusionEngine(Engine[DiffusionPreset]):
         return self._plan.policy.value if self._plan and self._plan.policy else None
 
     # -- family hooks ----------------------------------------------------------------------------
-    def pipeline_inputs(
-        self,
-        preset: DiffusionPreset,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-    ) -> dict[str, Any]:
+    def pipeline_inputs(self, preset: DiffusionPreset, request: EngineRequest, prompt: str) -> dict[str, Any]:
         """The pipeline keyword arguments that carry the images, prompt and output size: the crop
-        at its own size, plus the binary selection and denoising strength for inpainting presets."""
-        h, w = crop.shape[:2]
-        inputs: dict[str, Any] = {"image": to_pil(crop), "prompt": prompt, "height": h, "width": w}
+        at its own size, plus the binary selection and denoising strength for inpainting presets.
+        ``prompt`` is the text the preset makes of the user's instruction (see :meth:`call_arguments`)."""
+        h, w = request.crop.shape[:2]
+        inputs: dict[str, Any] = {"image": to_pil(request.crop), "prompt": prompt, "height": h, "width": w}
         if preset.refine_strength is not None:
-            inputs.update(mask_image=to_pil(binary_mask(mask)), strength=denoise_strength(preset, params))
+            inputs.update(
+                mask_image=to_pil(binary_mask(request.mask)),
+                strength=denoise_strength(preset, request.params),
+            )
         return inputs
 
     def _extra_components(self, preset: DiffusionPreset, folder: Any, dtype: Any) -> dict[str, Any]:
@@ -367,38 +363,30 @@ class DiffusionEngine(Engine[DiffusionPreset]):
             torch.cuda.empty_cache()
 
     # -- running ---------------------------------------------------------------------------------
-    def call_arguments(
-        self,
-        p: DiffusionPreset,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-    ) -> dict[str, Any]:
+    def call_arguments(self, p: DiffusionPreset, request: EngineRequest) -> dict[str, Any]:
         """Every keyword argument of the pipeline call except the generator and callback."""
-        text = (prompt or "").strip() or p.default_prompt
+        params = request.params
+        text = (request.prompt or "").strip() or p.default_prompt
         if params.mode == "regenerate":
             text = p.regenerate_prompt.format(prompt=text)
         steps = int(params.steps or p.defaults.get("steps", 20))
         guidance = params.guidance if params.guidance is not None else p.defaults.get("guidance")
         kwargs: dict[str, Any] = dict(p.call)
-        kwargs.update(self.pipeline_inputs(p, crop, mask, references, text, params))
+        kwargs.update(self.pipeline_inputs(p, request, text))
         kwargs["num_inference_steps"] = steps
         if guidance is not None:
             kwargs[p.guidance_arg] = float(guidance)
         return kwargs
 
     def refine(self, request: EngineRequest) -> EngineOutput:
-        crop, mask, prompt, params = request.crop, request.mask, request.prompt, request.params
-        references = list(request.references)
+        crop, params = request.crop, request.params
         on_progress, is_cancelled = request.on_progress, request.is_cancelled
         p = self.preset(params.preset) if params.preset else (self._loaded or self.preset(None))
         self.load(p.name)
         torch = self._torch()
         pipe = self._pipe
         height, width = crop.shape[:2]
-        kwargs = self.call_arguments(p, crop, mask, references, prompt, params)
+        kwargs = self.call_arguments(p, request)
         gen_device = "cuda" if self._device.type == "cuda" else "cpu"
         kwargs["generator"] = torch.Generator(gen_device).manual_seed(int(params.seed))
         out_h, out_w = int(kwargs.get("height") or height), int(kwargs.get("width") or width)
