@@ -56,7 +56,7 @@ def _guarded(handler: Any) -> None:
     """Run a menu handler; a bug shows up as a message in the docker, not a modal script error."""
     try:
         handler()
-    except Exception as exc:
+    except Exception as exc:  # the docker is the place to report it
         import traceback
 
         traceback.print_exc()
