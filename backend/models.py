@@ -199,7 +199,7 @@ def list_presets(models_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per preset: present or missing, size on disk, licence note for gated repos."""
     rows = []
     for preset in PRESETS.values():
-        repos = []
+        repos: list[dict[str, Any]] = []
         for ref in preset.models():
             folder = find_repo(ref, models_dir)
             repos.append(
@@ -292,7 +292,8 @@ def download(
 # -- verifying -------------------------------------------------------------------------------
 
 
-def _sha256(path: Path, progress: Callable[[int], None] | None = None) -> str:
+def _sha256(path: Path, progress: Callable[[int], object] | None = None) -> str:
+
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 22):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from platformdirs import unix
 
-from .paths import _environ, _home, current_system
+from .paths import _Environ, _home, current_system
 
 AGENT_LABEL = "org.touchup.tray"
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
@@ -67,7 +67,7 @@ def autostart_entry(
         }
         path = _home(env) / "Library" / "LaunchAgents" / f"{AGENT_LABEL}.plist"
         return AutostartEntry(f"LaunchAgent {path}", path, plistlib.dumps(plist))
-    with _environ(env):
+    with _Environ(env):
         folder = Path(unix.Unix().user_config_dir) / "autostart"
     desktop = "\n".join(
         [
@@ -100,11 +100,13 @@ def _desktop_exec(command: list[str]) -> str:
 
 def write_registry(key: str, name: str, command: str) -> str | None:
     """Set ``HKCU\\key\\name`` and return the previous value (None if there was none)."""
-    import winreg  # Windows only
+    if sys.platform != "win32":
+        raise OSError("the registry exists on Windows only")
+    import winreg
 
     with winreg.CreateKey(winreg.HKEY_CURRENT_USER, key) as handle:
         try:
-            previous = winreg.QueryValueEx(handle, name)[0]
+            previous = str(winreg.QueryValueEx(handle, name)[0])
         except FileNotFoundError:
             previous = None
         winreg.SetValueEx(handle, name, 0, winreg.REG_SZ, command)
@@ -112,7 +114,9 @@ def write_registry(key: str, name: str, command: str) -> str | None:
 
 
 def delete_registry(key: str, name: str) -> None:
-    import winreg  # Windows only
+    if sys.platform != "win32":
+        raise OSError("the registry exists on Windows only")
+    import winreg
 
     try:
         with winreg.OpenKey(winreg.HKEY_CURRENT_USER, key, 0, winreg.KEY_SET_VALUE) as handle:

@@ -133,7 +133,8 @@ def _plan_rows() -> list[Row]:
         plan = memory.plan(PRESETS[name], vram, ram, quantisation=memory.quantisation_available())
     except Exception as exc:  # the doctor reports, it never fails on a check
         return [Row("memory plan", WARN, f"could not be worked out: {exc}")]
-    detail = f"{name} on {gpu}: " + (f"{plan.policy.value} ({plan.reason})" if plan.fits else plan.reason)
+    detail = f"{name} on {gpu}: " + (f"{plan.policy.value} ({plan.reason})" if plan.policy else plan.reason)
+
     fix = "" if plan.fits else f"touchup models plan --preset {name} (or a lighter preset)"
     return [Row("memory plan", OK if plan.fits else WARN, detail, fix)]
 

@@ -146,9 +146,10 @@ def _gimp_python(system: str) -> EditorPython:
         path = os.pathsep.join(
             p for p in os.environ.get("PATH", "").split(os.pathsep) if not p.startswith(venv)
         )
-        python = shutil.which("python3", path=path)
-        if python and editor_release(GIMP).version:
-            return probe_interpreter(Path(python), "GIMP 3 runs Python plug-ins with python3 from PATH")
+        found = shutil.which("python3", path=path)
+        if found and editor_release(GIMP).version:
+            return probe_interpreter(Path(found), "GIMP 3 runs Python plug-ins with python3 from PATH")
+
         return EditorPython(None, None, None, "no GIMP 3 found (pygimp.interp)")
     return EditorPython(BUNDLED_DEFAULTS[GIMP], None, False, "GIMP 3 bundles its own Python")
 

@@ -325,6 +325,7 @@ def apply(plan: Plan, manifest: Manifest, dry_run: bool, say: Callable[[str], No
             say(f"  would write {spec.dest} ({state})")
         comp.files[str(spec.dest)] = digest
     for stale in sorted(set(old.files) - wanted if old else ()):
+        assert old is not None
         counts["removed"] += 1
         if dry_run:
             say(f"  would remove {stale} (no longer part of Touchup)")
@@ -352,8 +353,11 @@ def apply(plan: Plan, manifest: Manifest, dry_run: bool, say: Callable[[str], No
         previous = None
         if not dry_run:
             previous = autostart_mod.write_registry(key, name, command)
-        prior = next((r for r in (old.registry if old else []) if r["name"] == name), None)
-        comp.registry.append({"key": key, "name": name, "previous": prior["previous"] if prior else previous})
+        earlier = next((r for r in (old.registry if old else []) if r["name"] == name), None)
+        comp.registry.append(
+            {"key": key, "name": name, "previous": earlier["previous"] if earlier else previous}
+        )
+
     if not dry_run:
         remove_empty_dirs(comp.dirs)  # folders we created that an upgrade left empty
         comp.dirs = [d for d in comp.dirs if Path(d).is_dir()]

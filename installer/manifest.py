@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ..backend.config import data_dir
 
@@ -47,6 +47,14 @@ class Setting:
     file_created: bool = False
 
 
+class RegistryValue(TypedDict):
+    """A Windows Run-key value written by the installer, and the value it replaced."""
+
+    key: str
+    name: str
+    previous: str | None
+
+
 @dataclass
 class Component:
     """What one install target holds: files (path -> sha256), folders we created, settings."""
@@ -57,7 +65,8 @@ class Component:
     files: dict[str, str] = field(default_factory=dict)
     dirs: list[str] = field(default_factory=list)
     settings: list[Setting] = field(default_factory=list)
-    registry: list[dict[str, str]] = field(default_factory=list)  # Windows Run-key values
+    registry: list[RegistryValue] = field(default_factory=list)  # Windows Run-key values
+
     info: dict[str, Any] = field(default_factory=dict)
     root: str = ""  # the folder every file lives in (older manifests: empty, see uninstall)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from platformdirs import macos, unix, windows
+from platformdirs.api import PlatformDirsABC
 
 KRITA = "krita"
 GIMP = "gimp"
@@ -69,7 +70,7 @@ def current_system() -> str:
     return "linux"
 
 
-def _dirs(system: str, app: str):
+def _dirs(system: str, app: str) -> PlatformDirsABC:
     """The platformdirs implementation for ``system`` (not necessarily this machine's)."""
     if system == "win32":
         return windows.Windows(app, appauthor=False, roaming=True)
@@ -86,7 +87,7 @@ def krita_locations(system: str | None = None, env: Mapping[str, str] | None = N
     """Every place Krita may keep user plugins on ``system``, native first."""
     system = system or current_system()
     env = os.environ if env is None else env
-    with _environ(env):
+    with _Environ(env):
         data = Path(_dirs(system, "krita").user_data_dir)
         if system == "win32":
             kritarc = Path(windows.Windows(roaming=False).user_data_dir) / "kritarc"
@@ -123,7 +124,7 @@ def gimp_locations(system: str | None = None, env: Mapping[str, str] | None = No
     """
     system = system or current_system()
     env = os.environ if env is None else env
-    with _environ(env):
+    with _Environ(env):
         config = Path(_dirs(system, "GIMP").user_config_dir)
     override = env.get("GIMP3_DIRECTORY")
     native = Path(override) if override else _newest_series(config)
@@ -193,7 +194,7 @@ def find_locations(
     return found or candidates[:1]
 
 
-class _environ:
+class _Environ:
     """Temporarily make ``os.environ`` equal ``env`` (platformdirs reads the process environment)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:

@@ -87,9 +87,10 @@ def remove_component(comp: Component, say: Callable[[str], None], dry_run: bool 
             file.unlink()
     for reg in comp.registry:
         say(f"  {'would remove' if dry_run else 'removed'} HKCU\\{reg['key']}\\{reg['name']}")
+        previous = reg.get("previous")
         if not dry_run:
-            if reg.get("previous"):
-                autostart_mod.write_registry(reg["key"], reg["name"], reg["previous"])
+            if previous:
+                autostart_mod.write_registry(reg["key"], reg["name"], previous)
             else:
                 autostart_mod.delete_registry(reg["key"], reg["name"])
     if dry_run:

@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def host_target(python: tuple[int, int]) -> WheelTarget:
 
 
 def select_wheels(
-    candidates: list[Path], target: WheelTarget, projects=PLUGIN_REQUIREMENTS
+    candidates: list[Path], target: WheelTarget, projects: Sequence[str] = PLUGIN_REQUIREMENTS
 ) -> dict[str, Path]:
     """The best wheel file for each project among ``candidates`` (missing projects are absent).
 
@@ -139,7 +140,7 @@ def select_wheels(
 
 
 def pip_download_command(
-    target: WheelTarget, dest: Path, projects=PLUGIN_REQUIREMENTS, offline: bool = False
+    target: WheelTarget, dest: Path, projects: Sequence[str] = PLUGIN_REQUIREMENTS, offline: bool = False
 ) -> list[str]:
     """The ``pip download`` that fetches binary wheels for ``target`` (never builds anything)."""
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet"]
@@ -166,7 +167,10 @@ def pinned(paths: list[Path], pins: dict[str, str] | None = None) -> list[Path]:
 
 
 def fetch_wheels(
-    target: WheelTarget, cache_dir: Path, projects=PLUGIN_REQUIREMENTS, pins: dict[str, str] | None = None
+    target: WheelTarget,
+    cache_dir: Path,
+    projects: Sequence[str] = PLUGIN_REQUIREMENTS,
+    pins: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Pinned wheels for ``target`` from ``cache_dir``, downloading what is missing with pip.
 

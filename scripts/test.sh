@@ -27,6 +27,7 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+bash scripts/typecheck.sh
 
 set +e
 .venv/bin/python -m pytest -ra "$@"

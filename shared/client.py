@@ -17,7 +17,8 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import zmq
 
@@ -121,7 +122,7 @@ class Client:
         endpoint: str | None = None,
         context: zmq.Context | None = None,
         name: str = "touchup-client",
-        connection: Connection | str | os.PathLike | None = None,
+        connection: Connection | str | Path | None = None,
     ) -> None:
         if connection is not None and not isinstance(connection, Connection):
             connection = load_connection(connection)
@@ -192,17 +193,17 @@ class Client:
                 ErrorCode.UNREACHABLE,
                 f"no connection to a backend at {self.endpoint} could take the request within {SEND_TIMEOUT_S:g} s",
             ) from None
-        return header["id"]
+        return str(header["id"])
 
     def fileno(self) -> int:
         """The edge-triggered notification FD (``zmq.FD``): after it fires, call :meth:`drain`."""
-        return self.socket.getsockopt(zmq.FD)
+        return cast(int, self.socket.getsockopt(zmq.FD))
 
     def drain(self) -> list[Message]:
         """Every message available right now, without blocking (backlog first)."""
         out = list(self._backlog)
         self._backlog.clear()
-        while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             out.append(self._read())
         return out
 
@@ -217,12 +218,12 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self.disconnected and not self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self.disconnected and not cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return None  # nothing left to read from before the drop: let the caller check
             events = dict(self._poller.poll(None if left is None else int(left * 1000)))
             if self._monitor in events:
                 self._read_monitor()
-            if self.socket in events or self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self.socket in events or cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return self._read()
             if self.disconnected or (deadline is not None and time.monotonic() >= deadline):
                 return None

@@ -22,7 +22,7 @@ FORMAT = "touchup-connection-1"
 _Z85_KEY_LEN = 40
 
 
-class ConnectionError_(ValueError):
+class ConnectionError_(ValueError):  # noqa: N801 - the builtin ConnectionError is taken
     """A connection file is missing, unreadable or incomplete (the message says which)."""
 
 

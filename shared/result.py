@@ -12,7 +12,7 @@ Pure stdlib: this module runs inside Krita's and GIMP's own Pythons too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .client import BackendError
 from .frames import Frame
@@ -61,7 +61,7 @@ def checked_result(msg: Message, sent: SentTile) -> tuple[Frame, tuple[int, int]
         raise bad(f"origin {str(origin)[:40]}")
     if size is not None and (not _int_pair(size) or tuple(size) != (d.width, d.height)):
         raise bad(f"size {str(size)[:40]} but the image is {d.width}x{d.height}")
-    ox, oy = origin
+    ox, oy = cast("tuple[int, int]", origin)  # checked by _int_pair above
     if (
         ox < sent.x
         or oy < sent.y

@@ -38,7 +38,7 @@ def main(endpoint: str, mode: str) -> None:
     while running[0]:
         if not sock.poll(200):
             continue
-        peer, head, *frames = sock.recv_multipart()
+        peer, head, *_frames = sock.recv_multipart()
         h = msgpack.unpackb(head, raw=False)
         rid = h.get("id")
 

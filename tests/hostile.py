@@ -122,11 +122,11 @@ def cases(seed: int = 0) -> list[Case]:
         if isinstance(value, str) and len(value) <= 128:
             continue
         out.append(Case(f"id={_short(value)}", [pack({"kind": "ping", "v": V, "id": value})]))
-    for value in BAD_VALUES + ["teleport", "PING", "result", "error"]:
+    for value in [*BAD_VALUES, "teleport", "PING", "result", "error"]:
         i = rid()
         out.append(Case(f"kind={_short(value)}", [pack({"kind": value, "v": V, "id": i})], i))
     # -- versions
-    for value in BAD_VALUES + [[9, 0], [0, 9]]:
+    for value in [*BAD_VALUES, [9, 0], [0, 9]]:
         i = rid()
         out.append(Case(f"v={_short(value)}", [pack({"kind": "ping", "v": value, "id": i})], i))
     # -- frame lists and descriptors

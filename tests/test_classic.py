@@ -429,7 +429,7 @@ def test_cancellation_is_checked_often_during_long_work(example, engine):
                 is_cancelled=lambda s=stamps: s.append(time.process_time()),
             )
         )
-        gaps = np.diff(stamps + [time.process_time()])
+        gaps = np.diff([*stamps, time.process_time()])
         print(f"\n{len(refs)} reference(s): {len(gaps)} checks, longest gap {gaps.max():.2f} s CPU")
         assert gaps.max() <= 2 * 0.5  # two cores: half a second of wall time
     calls = []

@@ -194,7 +194,7 @@ def test_serve_flags_override_config_and_engine_options(tmp_path):
         "model_offload",
     )
     assert parse_engine_option("identity.delay=0.5") == ("identity", "delay", 0.5)
-    with pytest.raises(ValueError, match="ENGINE.KEY=VALUE"):
+    with pytest.raises(ValueError, match=r"ENGINE\.KEY=VALUE"):
         parse_engine_option("delay=0.5")
 
     endpoint = free_endpoint()

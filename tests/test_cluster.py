@@ -8,6 +8,7 @@ Replica processes are real Ray actors: the fault test kills one with SIGKILL.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -133,8 +134,22 @@ class Front:
             f"[engines.slow-test]\nstep_s = {STEP_S}\nload_s = {LOAD_S}\n"
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", FRONT, "serve", "--endpoint", self.endpoint, "--config", str(config)]
-            + ["--log-file", str(self.log_path), "--cluster", address, "--replicas", str(replicas)],
+            [
+                sys.executable,
+                "-c",
+                FRONT,
+                "serve",
+                "--endpoint",
+                self.endpoint,
+                "--config",
+                str(config),
+                "--log-file",
+                str(self.log_path),
+                "--cluster",
+                address,
+                "--replicas",
+                str(replicas),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(workdir / "front.stderr", "wb"),  # noqa: SIM115 - the child owns it
@@ -271,8 +286,20 @@ def test_cluster_flags_need_cluster(tmp_path):
     )
     assert out.returncode == 2 and "--cluster" in out.stderr
     out = subprocess.run(
-        [sys.executable, "-m", "touchup.backend", "serve", "--config", str(tmp_path / "none.toml")]
-        + ["--endpoint", free_endpoint(), "--cluster", "local", "--autoscale", "3:1"],
+        [
+            sys.executable,
+            "-m",
+            "touchup.backend",
+            "serve",
+            "--config",
+            str(tmp_path / "none.toml"),
+            "--endpoint",
+            free_endpoint(),
+            "--cluster",
+            "local",
+            "--autoscale",
+            "3:1",
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -366,7 +393,7 @@ def test_progress_arrives_per_step_while_the_job_runs(front):
     assert list(first) == [1, 2, 3, 4, 5]
     assert all(h["total"] == 5 for _, h in steps)
     arrivals = list(first.values())
-    gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
     assert sorted(gaps)[len(gaps) // 2] > STEP_S / 2  # spread over the job, not sent at the end
 
 

@@ -99,7 +99,7 @@ def test_a_client_without_keys_gets_nothing(studio):
 
 
 def test_revoking_a_key_refuses_its_next_connection(studio):
-    proc, keys, file = studio
+    _proc, keys, file = studio
     out = touchup("keys", "--keys-dir", str(keys), "revoke", "alice")
     assert out.returncode == 0, out.stderr
     with Client(connection=file) as c, pytest.raises(BackendError) as info:

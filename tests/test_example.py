@@ -73,8 +73,16 @@ def test_sheet_difference_panel_shows_the_change():
 
 def test_sheet_cli_reports_missing_file(tmp_path, capsys):
     code = main(
-        ["example", "sheet", "--input", str(tmp_path / "nope.png"), "--output", str(tmp_path / "x.png")]
-        + ["--out", str(tmp_path / "s.png")]
+        [
+            "example",
+            "sheet",
+            "--input",
+            str(tmp_path / "nope.png"),
+            "--output",
+            str(tmp_path / "x.png"),
+            "--out",
+            str(tmp_path / "s.png"),
+        ]
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "nope.png" in err[0]

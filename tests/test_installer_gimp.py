@@ -22,7 +22,7 @@ from editor_releases import GIMP, EditorRelease
 from touchup.installer.install import tree_snapshot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
-from gimp_harness import open_gimp  # noqa: E402
+from gimp_harness import open_gimp
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL_CACHE = REPO / ".cache" / "wheels"

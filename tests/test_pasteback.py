@@ -36,7 +36,7 @@ def test_constant_drift_is_measured_and_extrapolated_into_the_selection():
 def test_smooth_drift_follows_its_gradient():
     before = picture(128, 128)
     mask = disc_mask(128, 128, 64, 64, 20)
-    y, x = np.mgrid[0:128, 0:128].astype(np.float32)
+    _y, x = np.mgrid[0:128, 0:128].astype(np.float32)
     ramp = (0.1 * x / 128)[:, :, None]  # drift growing from left to right
     after = before + ramp
     field, _ = drift_field(before, after, mask)

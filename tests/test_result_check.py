@@ -22,7 +22,7 @@ from touchup.shared.protocol import ErrorCode, Message, make_header
 from touchup.shared.result import SentTile, checked_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin_gimp" / "touchup-refine"))
-import touchup_transport as transport  # noqa: E402
+import touchup_transport as transport
 
 HERE = Path(__file__).resolve().parent
 SENT = SentTile(10, 20, 100, 80, "BGRA", "u8")

@@ -63,7 +63,7 @@ def test_stage_labels(stage, expected):
 
 def test_krita_and_gimp_name_the_new_layer_alike():
     """The same instruction gives the same layer name in both editors, capped at one length."""
-    RefineSettings = _load("plugin_krita/touchup_krita/config.py").RefineSettings
+    RefineSettings = _load("plugin_krita/touchup_krita/config.py").RefineSettings  # noqa: N806 - a class
     gimp = _load("plugin_gimp/touchup-refine/touchup_transport.py")
     long = "make the embossed lettering on the left bottle crisp and readable again, keep the gold"
     for instruction in ("crisp   edges", long):

@@ -17,12 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"touchup {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    root = __package__.split(".")[0]  # "touchup"
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f".commands.{name}", __package__)
+            module = importlib.import_module(f"{root}.{name}")
         except ModuleNotFoundError as exc:
             # A command whose module is not part of this build is simply absent.
-            if exc.name and exc.name.endswith(f"commands.{name}"):
+            if exc.name and exc.name.endswith(name):
                 continue
             raise
         module.register(sub)

@@ -62,7 +62,7 @@ def start_local_ray(num_cpus: int, object_store_mb: int | None = None, attempts:
                 if attempt == attempts:
                     raise
                 log.warning("Ray did not start (%s); trying again", exc)
-    return ray.get_runtime_context().gcs_address
+    return str(ray.get_runtime_context().gcs_address)
 
 
 def _end_processes_marked(mark: str) -> None:

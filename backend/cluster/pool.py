@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -39,6 +39,12 @@ from ..pipeline.refine import JobProgressFn, RefineJob, RefineOutcome, VariantFn
 from .events import Event, Failed, Finished, Progress, VariantDone, WasCancelled
 from .executor import LocalExecutor
 from .shipping import ShippedJob, ShippedOutcome, run_parts
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..pipeline.refine import RefineJob, RefineOutcome
+
 
 log = logging.getLogger("touchup.cluster")
 

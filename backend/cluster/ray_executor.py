@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -37,6 +37,13 @@ from .executor import ClusterError, Executor, parse_autoscale
 from .local_ray import is_loopback, loopback_only, start_local_ray
 from .pool import APP_NAME, BOARD_NAME, ENGINE_DEPLOYMENT, NAMESPACE, AffinityRouter, PoolBoard, model_key
 from .shipping import ShippedJob, cut, unpack_outcome
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..engines.base import CancelFn, Engine
+    from ..pipeline.refine import RefineJob, RefineOutcome
+
 
 log = logging.getLogger("touchup.cluster")
 

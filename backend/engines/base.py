@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -180,7 +180,11 @@ class Preset:
     variants: int = 1
 
 
-class Engine(ABC):
+#: The preset type an engine's table holds (a family may extend :class:`Preset`).
+PresetT = TypeVar("PresetT", bound=Preset)
+
+
+class Engine(ABC, Generic[PresetT]):
     """One model family. Subclasses set ``name``, fill ``presets`` and implement ``refine``.
 
     The backend calls ``load`` once (on the worker thread that owns the device), then
@@ -196,14 +200,15 @@ class Engine(ABC):
         #: Presets by name, the first one the default. They belong to the instance because an
         #: engine's options may change them (a diffusion engine's step count, a model folder);
         #: validation therefore asks an engine instance, never the class.
-        self.presets: Mapping[str, Preset] = self.make_presets()
+        self.presets: Mapping[str, PresetT] = self.make_presets()
 
-    def make_presets(self) -> Mapping[str, Preset]:
-        """This engine's presets for its options. An engine without named presets has one."""
-        return {"default": Preset("default")}
+    def make_presets(self) -> Mapping[str, PresetT]:
+        """This engine's presets for its options. An engine without named presets has one
+        (an engine that keeps this method keeps plain :class:`Preset` entries)."""
+        return {"default": cast(PresetT, Preset("default"))}
 
     # -- description -------------------------------------------------------------------------
-    def preset(self, name: str | None) -> Preset:
+    def preset(self, name: str | None) -> PresetT:
         """The named preset (or the default). Raises KeyError for an unknown name."""
         if name is None:
             return next(iter(self.presets.values()))

@@ -27,7 +27,7 @@ _ENCODED_BREAK = 0.04045  # the same point in encoded values (12.92 * 0.0031308,
 _GAMMA = 2.4
 _A = 0.055
 
-__all__ = ["Transfer", "decode_srgb", "encode_srgb", "to_engine", "from_engine"]
+__all__ = ["Transfer", "decode_srgb", "encode_srgb", "from_engine", "to_engine"]
 
 
 def encode_srgb(linear: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -62,7 +62,9 @@ def decode_srgb(encoded: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
     return _join(curve, mag, low, v, out)
 
 
-def _join(curve: np.ndarray, line: np.ndarray, low: np.ndarray, signed: np.ndarray, out: np.ndarray | None):
+def _join(
+    curve: np.ndarray, line: np.ndarray, low: np.ndarray, signed: np.ndarray, out: np.ndarray | None
+) -> np.ndarray:
     """``line`` where ``low`` else ``curve``, with the sign of ``signed``, into ``out``.
 
     Multiplying by the boolean masks is exact (x 1 or x 0) and several times faster than a

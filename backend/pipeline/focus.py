@@ -91,10 +91,10 @@ def _pregroup(mask: np.ndarray, reach: int) -> list[Rect]:
     y0 = x0.copy()
     x1 = np.full(count, -1)
     y1 = x1.copy()
-    np.minimum.at(x0, lab, xs)
-    np.minimum.at(y0, lab, ys)
-    np.maximum.at(x1, lab, xs)
-    np.maximum.at(y1, lab, ys)
+    np.minimum.at(x0, lab, xs)  # type: ignore[arg-type]  # OpenCV: labels typed as any number
+    np.minimum.at(y0, lab, ys)  # type: ignore[arg-type]  # OpenCV: labels typed as any number
+    np.maximum.at(x1, lab, xs)  # type: ignore[arg-type]  # OpenCV: labels typed as any number
+    np.maximum.at(y1, lab, ys)  # type: ignore[arg-type]  # OpenCV: labels typed as any number
     return [
         Rect.from_corners(int(x0[i]), int(y0[i]), int(x1[i]) + 1, int(y1[i]) + 1)
         for i in range(1, count)
@@ -103,7 +103,7 @@ def _pregroup(mask: np.ndarray, reach: int) -> list[Rect]:
 
 
 def merge_islands(
-    islands: list[Rect], margin: int, bounds: Rect, gap: int, counts: list[int] | None = None
+    islands: list[Rect], margin: int, bounds: Rect, gap: int, counts: list[int] | np.ndarray | None = None
 ) -> list[tuple[Rect, Rect, int]]:
     """Group islands whose context boxes overlap or lie within ``gap`` px of each other.
 

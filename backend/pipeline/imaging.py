@@ -44,7 +44,7 @@ def array_to_frame(arr: np.ndarray, role: str, order: str = "RGBA") -> Frame:
         arr = arr[:, :, None]
     h, w, c = arr.shape
     arr = swap_red_blue(arr) if order == "BGRA" and c >= 3 else np.ascontiguousarray(arr)
-    return Frame(FrameDesc(w, h, c, WIRE_DTYPES[arr.dtype], order, role), memoryview(arr).cast("B"))
+    return Frame(FrameDesc(w, h, c, WIRE_DTYPES[arr.dtype], order, role), arr.data.cast("B"))
 
 
 def wrap_frame(arr: np.ndarray, role: str, order: str = "RGBA") -> Frame:
@@ -56,7 +56,7 @@ def wrap_frame(arr: np.ndarray, role: str, order: str = "RGBA") -> Frame:
         arr = arr[:, :, None]
     h, w, c = arr.shape
     arr = np.ascontiguousarray(arr)
-    return Frame(FrameDesc(w, h, c, WIRE_DTYPES[arr.dtype], order, role), memoryview(arr).cast("B"))
+    return Frame(FrameDesc(w, h, c, WIRE_DTYPES[arr.dtype], order, role), arr.data.cast("B"))
 
 
 def to_float(arr: np.ndarray) -> np.ndarray:

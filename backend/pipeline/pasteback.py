@@ -55,7 +55,7 @@ def _push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         v = cv2.resize(v, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
         w = cv2.resize(w, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0])
         levels.append((v, w))
-    estimate = None
+    estimate: np.ndarray | None = None
     for v, w in reversed(levels):
         local = v / np.maximum(w, 1e-12)[:, :, None]
         if estimate is None:
@@ -65,6 +65,7 @@ def _push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         up = up.reshape(local.shape)
         trust = np.clip(w / _FULL_TRUST, 0.0, 1.0)[:, :, None]
         estimate = trust * local + (1.0 - trust) * up
+    assert estimate is not None  # levels always holds the finest level
     return estimate
 
 
@@ -89,14 +90,14 @@ def drift_field(
     # A block counts as context only when none of its pixels is selected (the mean of a
     # non-negative mask is 0 exactly then), minus a guard band of at least 2 px around the
     # selection, which resampling and the engine's own blending may legitimately touch.
-    pure = (cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) <= 0).view(np.uint8)
+    pure: np.ndarray = (cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) <= 0).view(np.uint8)
     guard = max(1, math.ceil(2 / step))
     pure = cv2.erode(pure, np.ones((2 * guard + 1, 2 * guard + 1), np.uint8), borderValue=1)
     context = pure.astype(np.float32).reshape(sh, sw)
     fraction = float(context.mean())
     if fraction < MIN_CONTEXT_FRACTION:
         return None, {"color_correct": False, "reason": "no context outside the selection"}
-    diff = cv2.subtract(
+    diff: np.ndarray = cv2.subtract(
         cv2.resize(after, (sw, sh), interpolation=cv2.INTER_AREA),
         cv2.resize(before, (sw, sh), interpolation=cv2.INTER_AREA),
     ).reshape(sh, sw, 3)
@@ -108,7 +109,7 @@ def drift_field(
     coarse = _push_pull(values, weights)
     coarse = cv2.GaussianBlur(coarse, (0, 0), 1.0).reshape(gh, gw, 3)
     mean = values.reshape(-1, 3).sum(0) / max(float(weights.sum()), 1e-12)
-    meta = {
+    meta: dict[str, Any] = {
         "color_correct": True,
         "context_fraction": round(fraction, 4),
         "drift_mean": [round(float(m), 5) for m in mean],
@@ -155,9 +156,10 @@ def feather_alpha(
         )
         inside = labels > 0
         depth = np.ones(count, np.float32)
-        np.maximum.at(depth, labels[inside], dist[inside])
-        reach = np.minimum(depth, feather)
-        ramp = np.minimum(dist / reach[labels], 1.0)
+        np.maximum.at(depth, labels[inside], dist[inside])  # type: ignore[arg-type]  # OpenCV: any number type
+        reaches = np.minimum(depth, feather)
+        ramp = np.minimum(dist / reaches[labels], 1.0)
+
     alpha *= ramp
     return alpha
 

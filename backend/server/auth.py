@@ -38,7 +38,7 @@ SERVER_KEY = "server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class KeyError_(ValueError):
+class KeyError_(ValueError):  # noqa: N801 - the builtin KeyError is taken
     """Keys are missing or a key name is not usable (a message a user can act on)."""
 
 

@@ -31,6 +31,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -61,6 +62,10 @@ from .limits import max_frames, max_message_bytes, parse_refine
 from .lock import EndpointLock
 from .queue import Job, JobQueue
 from .worker import Worker
+
+#: Answers the request being handled: a header (its id is filled in) and optional frames.
+Reply = Callable[..., None]
+
 
 log = logging.getLogger("touchup.server")
 
@@ -133,6 +138,9 @@ class Server:
         self.started = time.monotonic()
         self.instance = secrets.token_hex(8)
         self.capabilities: dict[str, Any] = {}
+        #: Each engine's preset names, from the same engine instances ``hello`` describes.
+        #: Each engine's presets by name (the default first) with their default variant count.
+        self.presets: dict[str, dict[str, int]] = {}
         self.ready = threading.Event()
         self.worker_restarts: list[dict[str, Any]] = []
         self._security: CurveSecurity | None = None
@@ -207,6 +215,9 @@ class Server:
         outbox = self.ctx.socket(zmq.PULL)
         outbox.bind(OUTBOX)
         self.capabilities = self._describe_engines()
+        self.presets = {
+            e["name"]: {p["name"]: p["variants"] for p in e["presets"]} for e in self.capabilities["engines"]
+        }
         try:
             self.executor.start()
         except Exception:
@@ -294,7 +305,9 @@ class Server:
                 return
             self._send_parts(router, parts[0].bytes, parts[1:])
 
-    def _send(self, router: zmq.Socket, peer: bytes, header: dict[str, Any], frames: list = ()) -> None:
+    def _send(
+        self, router: zmq.Socket, peer: bytes, header: dict[str, Any], frames: Sequence[Any] = ()
+    ) -> None:
         self._send_parts(router, peer, encode(header, list(frames)))
 
     def _send_parts(self, router: zmq.Socket, peer: bytes, parts: list) -> bool:
@@ -333,7 +346,7 @@ class Server:
     def _handle(self, router: zmq.Socket, peer: bytes, parts: list) -> None:
         req_id: Any = None
 
-        def reply(header: dict[str, Any], frames: list = ()) -> None:
+        def reply(header: dict[str, Any], frames: Sequence[Any] = ()) -> None:
             header.setdefault("id", req_id)
             self._send(router, peer, header, frames)
 
@@ -356,7 +369,7 @@ class Server:
             with contextlib.suppress(Exception):
                 reply(error_header(ErrorCode.INTERNAL, "internal error in the backend"))
 
-    def _dispatch(self, msg: Message, peer: bytes, owner: str, trusted: bool, reply) -> None:
+    def _dispatch(self, msg: Message, peer: bytes, owner: str, trusted: bool, reply: Reply) -> None:
         kind = msg.kind
         fields = check_fields(MESSAGE_FIELDS.get(kind, ()), msg.header)
         if kind in TRUSTED_KINDS and not trusted:
@@ -415,8 +428,8 @@ class Server:
             memory=device_info().get("memory"),
         )
 
-    def _submit(self, peer: bytes, owner: str, msg: Message, reply) -> None:
-        fields = parse_refine(msg, self.config)
+    def _submit(self, peer: bytes, owner: str, msg: Message, reply: Reply) -> None:
+        fields = parse_refine(msg, self.config, self.presets)
         job = Job(peer=peer, request_id=msg.header.get("id"), owner=owner, **fields)
         position = self.queue.put(job)  # QueueFull is a TouchupError: answered by _handle
         job.position = position
@@ -425,7 +438,7 @@ class Server:
         )
         reply(make_header(Kind.ACCEPTED, job=job.job_id, position=position, instance=self.instance))
 
-    def _cancel(self, peer: bytes, job_id: str | None, reply) -> None:
+    def _cancel(self, peer: bytes, job_id: str | None, reply: Reply) -> None:
         job = self.queue.find(job_id) if job_id else None
         if job is None or job.peer != peer:
             shown = (job_id or "")[:64]

@@ -12,6 +12,7 @@ configured pixel limits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,8 @@ from ...shared.frames import CHANNELS, MAX_SAMPLE_BYTES
 from ...shared.protocol import ErrorCode, Message, Transfer
 from ...shared.request import PARAM_FIELDS, REFINE_FIELDS, RequestError, check_fields, check_known
 from ..config import Config
-from ..engines import DEFAULT_ENGINE, ENGINES, engine_class
-from ..engines.base import Preset, RefineParams
+from ..engines import DEFAULT_ENGINE, ENGINES
+from ..engines.base import RefineParams
 from ..errors import BadInput
 from ..pipeline.imaging import frame_to_array, mask_to_float
 from ..pipeline.refine import RefineJob
@@ -42,8 +43,14 @@ def max_frames(config: Config) -> int:
     return 2 + config.max_references
 
 
-def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
-    """Validate a refine message; returns the fields of a :class:`~.queue.Job` (minus peer/id)."""
+def parse_refine(msg: Message, config: Config, presets: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """Validate a refine message; returns the fields of a :class:`~.queue.Job` (minus peer/id).
+
+    ``presets``: each engine's presets as the server described them in ``hello`` (its engine
+    instances, built once with their options), by name, the default first, each with its
+    default variant count; an engine listed without presets (its libraries are missing) is not
+    checked here and fails when it loads.
+    """
     h = msg.header
     try:
         fields = check_fields(REFINE_FIELDS, h)
@@ -87,21 +94,22 @@ def parse_refine(msg: Message, config: Config) -> dict[str, Any]:
         raise BadInput("the source must be RGB or RGBA (3 or 4 channels)", ErrorCode.BAD_FRAME)
 
     engine: str = fields["engine"] or config.engine or DEFAULT_ENGINE
+
     if engine not in ENGINES:
         raise BadInput(
             f"unknown engine {engine[:64]!r}; this backend has: {', '.join(ENGINES)}",
             ErrorCode.UNKNOWN_ENGINE,
         )
     preset = fields["preset"] or None
-    presets = engine_presets(engine, config)
-    if preset is not None and presets and preset not in presets:
+    known = presets.get(engine, {})
+    if preset is not None and known and preset not in known:
         raise BadInput(
-            f"engine {engine!r} has no preset {preset[:64]!r}; it has: {', '.join(presets)}",
+            f"engine {engine!r} has no preset {preset[:64]!r}; it has: {', '.join(known)}",
             ErrorCode.UNKNOWN_PRESET,
         )
     params.preset = preset
-    if params.variants is None and presets:  # resolved here, so every progress message can say N
-        params.variants = (presets[preset] if preset is not None else next(iter(presets.values()))).variants
+    if params.variants is None and known:  # resolved here, so every progress message can say N
+        params.variants = known[preset] if preset is not None else next(iter(known.values()))
 
     source_arr = frame_to_array(source)
     mask_arr = frame_to_array(mask)
@@ -138,16 +146,3 @@ def parse_params(raw: dict[str, Any], preset: str | None) -> RefineParams:
     """The ``params`` map through the schema; a key it does not define is refused."""
     check_known(PARAM_FIELDS, raw, "params")
     return RefineParams(preset=preset, **check_fields(PARAM_FIELDS, raw))
-
-
-_PRESETS: dict[tuple[str, int], dict[str, Preset]] = {}
-
-
-def engine_presets(engine: str, config: Config) -> dict[str, Preset]:
-    """The presets of ``engine`` as configured, the default first. Presets belong to an engine
-    instance (its options may change them), so an instance is made once per engine, without
-    loading a model."""
-    key = (engine, id(config))
-    if key not in _PRESETS:
-        _PRESETS[key] = dict(engine_class(engine)(config.engine_options(engine)).presets)
-    return _PRESETS[key]

@@ -17,12 +17,14 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 import zmq
 
+from ...shared.frames import Frame
 from ...shared.protocol import ErrorCode, Kind, encode, error_header, make_header
 from ..cluster.executor import Executor
 from ..config import Config
@@ -203,7 +205,7 @@ def send_final(out: zmq.Socket, job: Job, header: dict[str, Any], frames: list) 
     out.send_multipart(parts, copy=False)
 
 
-def _parts(job: Job, header: dict[str, Any], frames: list = ()) -> list:
+def _parts(job: Job, header: dict[str, Any], frames: Sequence[Any] = ()) -> list:
     header.setdefault("id", job.request_id)
     header.setdefault("job", job.job_id)
     return [job.peer, *encode(header, list(frames))]
@@ -214,7 +216,8 @@ def _convert(arr: np.ndarray, dtype: str) -> np.ndarray:
     return arr if arr.dtype == target else from_float(to_float(arr), target)
 
 
-def _preview_frame(preview: np.ndarray):
+def _preview_frame(preview: np.ndarray) -> Frame:
+
     h, w = preview.shape[:2]
     scale = min(1.0, PREVIEW_SIDE / max(h, w))
     if scale < 1.0:

@@ -144,8 +144,10 @@ def seed_recipe(engine: Any, canvas: np.ndarray, case: Case, params: Any, area: 
     ratio = crop_img.width / crop_img.height
     out_w = max(32, round(math.sqrt(area * ratio) / 32) * 32)
     out_h = max(32, round(math.sqrt(area / ratio) / 32) * 32)
-    model_in = np.asarray(crop_img.resize((out_w, out_h), Image.LANCZOS), np.float32) / 255.0
-    model_mask = (np.asarray(crop_mask.resize((out_w, out_h), Image.NEAREST)) > 0).astype(np.float32)
+    model_in = np.asarray(crop_img.resize((out_w, out_h), Image.Resampling.LANCZOS), np.float32) / 255.0
+    model_mask = (np.asarray(crop_mask.resize((out_w, out_h), Image.Resampling.NEAREST)) > 0).astype(
+        np.float32
+    )
     crop_t = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -156,7 +158,7 @@ def seed_recipe(engine: Any, canvas: np.ndarray, case: Case, params: Any, area: 
     generated = Image.fromarray(np.clip(np.rint(output.image * 255), 0, 255).astype(np.uint8))
     alpha_img = crop_mask.filter(ImageFilter.MaxFilter(7)).filter(ImageFilter.GaussianBlur(5.0))
     dst = np.asarray(crop_img, np.float32)
-    src = np.asarray(generated.resize(crop_img.size, Image.BICUBIC), np.float32)
+    src = np.asarray(generated.resize(crop_img.size, Image.Resampling.BICUBIC), np.float32)
     alpha = (np.asarray(alpha_img, np.float32) / 255.0)[:, :, None]
     blended = np.clip(src * alpha + dst * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
     result = image.copy()
@@ -229,7 +231,8 @@ def _run(args: argparse.Namespace, preset: Any, options: dict[str, Any], seed_ar
     status = engine.status()
     params = RefineParams(preset=args.preset, steps=args.steps, seed=0)
     cases = _parse_cases(args.cases)
-    results = []
+    results: list[dict[str, Any]] = []
+
     for case in cases:
         canvas = _canvas(case.canvas)
         ours(engine, canvas, case, params)  # warm-up (kernels, allocator)

@@ -60,9 +60,9 @@ def _tile(case: Case) -> tuple[np.ndarray, np.ndarray, Rect]:
     base = np.stack([xx / tile.width, yy / tile.height, (xx + yy) / (tile.width + tile.height)], axis=2)
     noise = rng.normal(0, 0.01, base.shape).astype(np.float32)
     rgb = np.clip(base + noise, 0, 1) * top
-    image = np.concatenate([rgb, np.full((tile.height, tile.width, 1), top, np.float32)], axis=2).astype(
-        case.dtype
-    )
+    image: np.ndarray = np.concatenate(
+        [rgb, np.full((tile.height, tile.width, 1), top, np.float32)], axis=2
+    ).astype(case.dtype)
     mask = np.zeros((tile.height, tile.width), np.uint8)
     mask[sel.y - tile.y : sel.y1 - tile.y, sel.x - tile.x : sel.x1 - tile.x] = 255
     return image, mask, tile
@@ -81,7 +81,8 @@ def _png_round_trip(source: np.ndarray, mask: np.ndarray, result: np.ndarray) ->
 def measure(client: Client, case: Case, repeat: int) -> dict[str, float]:
     image, mask, tile = _tile(case)
     rows: list[dict[str, float]] = []
-    layer = None
+    layer: np.ndarray | None = None
+
     for _ in range(repeat):
         header, frames = refine_request(
             array_to_frame(image, "source", "BGRA"),
@@ -94,7 +95,10 @@ def measure(client: Client, case: Case, repeat: int) -> dict[str, float]:
         t0 = time.perf_counter()
         result = client.refine(header, frames, timeout=600)
         total = time.perf_counter() - t0
-        layer = frame_to_array(result.frame("result"))
+        frame = result.frame("result")
+        assert frame is not None, "the backend answered without a result frame"
+        layer = frame_to_array(frame)
+
         meta = result.header["meta"]
         timings = meta["timings"]
         rows.append(
@@ -106,6 +110,7 @@ def measure(client: Client, case: Case, repeat: int) -> dict[str, float]:
                 "paste": timings.get("paste", 0.0),
             }
         )
+    assert layer is not None  # repeat >= 1
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     med["png"] = statistics.median(_png_round_trip(image, mask, layer) for _ in range(max(1, repeat - 1)))
     med["non_engine"] = med["transport"] + med["crop"] + med["paste"]

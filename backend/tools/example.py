@@ -52,8 +52,8 @@ class Example:
 def _disc(shape: tuple[int, int], radius: float, soft: float) -> np.ndarray:
     """A float disc around the patch centre; ``soft`` px of Gaussian edge (0: anti-aliased only)."""
     canvas = np.zeros(shape, np.uint8)
-    cv2.circle(canvas, PATCH_CENTER, int(round(radius)), 255, -1, lineType=cv2.LINE_AA)
-    out = canvas.astype(np.float32) / 255.0
+    cv2.circle(canvas, PATCH_CENTER, round(radius), 255, -1, lineType=cv2.LINE_AA)
+    out: np.ndarray = canvas.astype(np.float32) / 255.0
     if soft > 0:
         out = cv2.GaussianBlur(out, (0, 0), soft)
     return out
@@ -75,7 +75,7 @@ def _reference(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     half = DAMAGE_RADIUS + REFERENCE_MARGIN
     scale = rng.uniform(1.2, 1.5)
     angle = np.deg2rad(rng.uniform(-8.0, 8.0))
-    size = int(round(2 * half * scale))
+    size = round(2 * half * scale)
     # Similarity about the patch centre, then a small perspective tilt of the output corners.
     c, s = np.cos(angle) * scale, np.sin(angle) * scale
     similarity = np.array(

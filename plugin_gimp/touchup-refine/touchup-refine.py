@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from typing import Any
 
 # The installer puts touchup.shared (and pyzmq/msgpack when GIMP's Python lacks them) here.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,7 +33,7 @@ SOURCES = (("visible", "Visible image"), ("active", "Active layer"))
 MAX_VARIANTS = 8
 
 
-def _import_touchup():
+def _import_touchup() -> tuple[Any, Any, str | None]:
     """The plug-in's own modules, or a message saying the installation is incomplete.
 
     They need ``touchup.shared`` (and pyzmq/msgpack), which the installer puts into ``lib``;
@@ -86,14 +87,14 @@ def _default_endpoint() -> str:
     )
 
 
-def _fail(procedure: Gimp.Procedure, message: str, show: bool = True):
+def _fail(procedure: Gimp.Procedure, message: str, show: bool = True) -> Gimp.ValueArray:
     """Tell the user (GIMP's message area or error console) and fail the call for scripts."""
     if show:
         Gimp.message(message)
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(message))
 
 
-def _restore_reference(image: Gimp.Image, config) -> None:
+def _restore_reference(image: Gimp.Image, config: Gimp.ProcedureConfig) -> None:
     """The last run's reference layer (by name) when none is given, for Repeat and Re-Show."""
     name = config.get_property("reference-name")
     if config.get_property("reference") is None and name:
@@ -105,13 +106,13 @@ def _restore_reference(image: Gimp.Image, config) -> None:
 class TouchupRefine(Gimp.PlugIn):
     """The plug-in: one image procedure on the selected drawable(s)."""
 
-    def do_query_procedures(self):
+    def do_query_procedures(self) -> list[str]:
         return [PROC_NAME]
 
-    def do_set_i18n(self, name):
+    def do_set_i18n(self, name: str) -> bool:
         return False
 
-    def do_create_procedure(self, name):
+    def do_create_procedure(self, name: str) -> Gimp.Procedure:
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(
@@ -215,7 +216,15 @@ class TouchupRefine(Gimp.PlugIn):
         return procedure
 
     # -- running -----------------------------------------------------------------------------
-    def run(self, procedure, run_mode, image, drawables, config, run_data):
+    def run(
+        self,
+        procedure: Gimp.Procedure,
+        run_mode: Gimp.RunMode,
+        image: Gimp.Image,
+        drawables: list[Gimp.Drawable],
+        config: Gimp.ProcedureConfig,
+        run_data: object,
+    ) -> Gimp.ValueArray:
         try:
             return self._run(procedure, run_mode, image, drawables, config)
         except Exception as exc:  # a bug must become a message, not a "plug-in crashed" dialog
@@ -226,7 +235,14 @@ class TouchupRefine(Gimp.PlugIn):
         finally:
             Gimp.progress_end()
 
-    def _run(self, procedure, run_mode, image, drawables, config):
+    def _run(
+        self,
+        procedure: Gimp.Procedure,
+        run_mode: Gimp.RunMode,
+        image: Gimp.Image,
+        drawables: list[Gimp.Drawable],
+        config: Gimp.ProcedureConfig,
+    ) -> Gimp.ValueArray:
         pixels, transport, problem = _import_touchup()
         if problem:
             return _fail(procedure, problem)
@@ -291,7 +307,7 @@ class TouchupRefine(Gimp.PlugIn):
             transfer=fmt.transfer,
         )
 
-        def on_progress(event) -> None:
+        def on_progress(event: Any) -> None:
             Gimp.progress_set_text(event.text)
             Gimp.progress_update(event.fraction)
 
@@ -301,15 +317,15 @@ class TouchupRefine(Gimp.PlugIn):
         )
         sent = transport.SentTile.of_request(header, frames)
 
-        arrived: list[pixels.Variant] = []
+        arrived: list[Any] = []  # touchup_pixels.Variant (the module is imported at run time)
 
-        def variant_of(msg) -> pixels.Variant:
+        def variant_of(msg: Any) -> Any:
             # Checked against the tile sent (origin, size, channels, order, dtype) before any pixel is written.
             out, origin = transport.checked_result(msg, sent)
             index, _count = transport.variant_position(msg.header)
             return pixels.Variant(transport.variant_layer_name(msg.header), index, origin, out)
 
-        def on_variant(msg) -> None:
+        def on_variant(msg: Any) -> None:
             """A finished variant (not the last): kept until the job ends, then inserted with
             the others in one short undo step (see :class:`pixels.VariantGroup`)."""
             arrived.append(variant_of(msg))

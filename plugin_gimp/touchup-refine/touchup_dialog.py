@@ -8,7 +8,8 @@ or a fallback list with a line saying the backend is not running.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 import gi
 
@@ -36,12 +37,12 @@ FIELDS_AFTER = [
 ]
 
 
-def _preset_row(config, presets: list[str]) -> Gtk.Widget:
+def _preset_row(config: Gimp.ProcedureConfig, presets: list[str]) -> Gtk.Box:
     """A labelled combo (with entry) bound both ways to the config's ``preset`` string."""
     combo = Gtk.ComboBoxText.new_with_entry()
     for name in presets:
         combo.append_text(name)
-    entry = combo.get_child()
+    entry = cast(Gtk.Entry, combo.get_child())  # a combo made "with entry" holds one
     entry.set_placeholder_text("backend default")
     config.bind_property(
         "preset", entry, "text", GObject.BindingFlags.BIDIRECTIONAL | GObject.BindingFlags.SYNC_CREATE
@@ -78,7 +79,7 @@ def _follow_preset_variants(config: Gimp.ProcedureConfig, offer: touchup_transpo
     config.connect("notify::preset", changed)
 
 
-def _align_labels(dialog, row: Gtk.Widget, labelled: list[str]) -> None:
+def _align_labels(dialog: GimpUi.ProcedureDialog, row: Gtk.Box, labelled: list[str]) -> None:
     """Give the preset row's label the width of GIMP's own labels, so the columns line up."""
     labels = Gtk.SizeGroup.new(Gtk.SizeGroupMode.HORIZONTAL)
     labels.add_widget(row.get_children()[0])
@@ -86,10 +87,10 @@ def _align_labels(dialog, row: Gtk.Widget, labelled: list[str]) -> None:
         widget = dialog.get_widget(name, GObject.TYPE_NONE)
         if isinstance(widget, GimpUi.Labeled):
             labels.add_widget(widget.get_label())
-    dialog._touchup_labels = labels  # keep the size group alive as long as the dialog
+    dialog._touchup_labels = labels  # type: ignore[attr-defined]  # keep the size group alive as long as the dialog
 
 
-def _show_reference_thumbnail(dialog) -> None:
+def _show_reference_thumbnail(dialog: GimpUi.ProcedureDialog) -> None:
     """Make the reference chooser show the layer it holds.
 
     GIMP 3.0's drawable chooser draws its thumbnail only when a drawable is set, which for a
@@ -107,7 +108,7 @@ def _show_reference_thumbnail(dialog) -> None:
     else:
         return
 
-    def redraw(widget, _allocation) -> None:
+    def redraw(widget: Gtk.Widget, _allocation: object) -> None:
         drawable = get(widget)
         if drawable is not None:
             put(widget, drawable)
@@ -115,7 +116,7 @@ def _show_reference_thumbnail(dialog) -> None:
     chooser.connect("size-allocate", redraw)
 
 
-def run_dialog(procedure, config, transport) -> bool:
+def run_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, transport: ModuleType) -> bool:
     """Show the dialog; True when the user pressed OK (the config then holds their values)."""
     GimpUi.init("touchup-refine")
     endpoint = config.get_property("endpoint")

@@ -71,7 +71,7 @@ def pixel_format(image: Gimp.Image, drawable: Gimp.Drawable | None = None) -> Pi
 
 def read_rgba(drawable: Gimp.Drawable, rect: Rect, fmt: PixelFormat, role: str) -> Frame:
     """``rect`` (image coordinates) of ``drawable`` as an RGBA frame; outside the layer is transparent."""
-    ok, off_x, off_y = drawable.get_offsets()
+    _ok, off_x, off_y = drawable.get_offsets()
     local = Gegl.Rectangle.new(rect.x - off_x, rect.y - off_y, rect.width, rect.height)
     data = drawable.get_buffer().get(local, 1.0, fmt.babl, Gegl.AbyssPolicy.NONE)
     return Frame(FrameDesc(rect.width, rect.height, 4, fmt.dtype, "RGBA", role), bytes(data))
@@ -79,7 +79,7 @@ def read_rgba(drawable: Gimp.Drawable, rect: Rect, fmt: PixelFormat, role: str) 
 
 def read_whole(drawable: Gimp.Drawable, fmt: PixelFormat, role: str) -> Frame:
     """All of ``drawable`` (a reference layer) as an RGBA frame, whatever its position."""
-    ok, off_x, off_y = drawable.get_offsets()
+    _ok, off_x, off_y = drawable.get_offsets()
     return read_rgba(drawable, Rect(off_x, off_y, drawable.get_width(), drawable.get_height()), fmt, role)
 
 

@@ -80,10 +80,11 @@ def _node_id(document: Any, node: Any) -> str | None:
     if node is None or node == "":
         return None
     if hasattr(node, "uniqueId"):
-        return node.uniqueId().toString()
+        return str(node.uniqueId().toString())
     text = str(node.toString() if hasattr(node, "toString") else node)
     if document is not None and find_node(document, text) is None:
         node = document.nodeByName(text)
         if node is not None:
-            return node.uniqueId().toString()
+            return str(node.uniqueId().toString())
+
     return text

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
 from touchup.shared.client import Client
 from touchup.shared.connection import ConnectionError_, load_connection
+from touchup.shared.frames import Frame
 from touchup.shared.protocol import Kind, Message, make_header
 
 from .config import PluginConfig
@@ -55,7 +57,7 @@ class Backend(QtCore.QObject):
         self.hello: dict[str, Any] = {}
         self.start_error = ""
         self.busy = False
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._client: Client | None = None
         self._notifier: QtCore.QSocketNotifier | None = None
         self._monitor: zmq.Socket | None = None
@@ -76,7 +78,7 @@ class Backend(QtCore.QObject):
     def endpoint(self) -> str:
         return self._client.endpoint if self._client is not None else self.config.endpoint
 
-    def send(self, header: dict[str, Any], frames: list = ()) -> str:
+    def send(self, header: dict[str, Any], frames: Sequence[Frame] = ()) -> str:
         assert self._client is not None
         req_id = self._client.send(header, list(frames))
         # A send may consume the FD's edge while replies wait: look again from the loop.
@@ -120,12 +122,20 @@ class Backend(QtCore.QObject):
             name="touchup-krita",
             connection=connection,
         )
-        self._notifier = QtCore.QSocketNotifier(self._client.fileno(), QtCore.QSocketNotifier.Type.Read, self)
+        self._notifier = QtCore.QSocketNotifier(
+            self._client.fileno(),  # type: ignore[arg-type]  # PyQt's stubs say voidptr; an int fd is what it takes
+            QtCore.QSocketNotifier.Type.Read,
+            self,
+        )
         self._notifier.activated.connect(self._drain)
         try:
             self._monitor = self._client.socket.get_monitor_socket(_MONITOR_EVENTS)
-            fd = self._monitor.getsockopt(zmq.FD)
-            self._monitor_notifier = QtCore.QSocketNotifier(fd, QtCore.QSocketNotifier.Type.Read, self)
+            fd = cast(int, self._monitor.getsockopt(zmq.FD))
+            self._monitor_notifier = QtCore.QSocketNotifier(
+                fd,  # type: ignore[arg-type]  # PyQt's stubs say voidptr; an int fd is what it takes
+                QtCore.QSocketNotifier.Type.Read,
+                self,
+            )
             self._monitor_notifier.activated.connect(self._drain_monitor)
         except zmq.ZMQError:
             self._monitor = None
@@ -166,7 +176,7 @@ class Backend(QtCore.QObject):
 
         monitor = self._monitor
         disconnected = False
-        while monitor is not None and monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while monitor is not None and cast(int, monitor.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             event = recv_monitor_message(monitor, zmq.NOBLOCK)
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 disconnected = True

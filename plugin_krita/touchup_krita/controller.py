@@ -120,7 +120,9 @@ class Controller(QtCore.QObject):
         name = engine or hello.get("default_engine")
         for desc in hello.get("engines", []):
             if desc.get("name") == name:
-                return desc.get("default_preset")
+                preset = desc.get("default_preset")
+                return str(preset) if preset is not None else None
+
         return None
 
     def update_settings(self, settings: RefineSettings) -> None:
@@ -276,7 +278,7 @@ class Controller(QtCore.QObject):
             return
         try:
             self._record(job, msg, frame)
-        except Exception as exc:  # noqa: BLE001 - a display problem must not lose the job
+        except Exception as exc:  # a display problem must not lose the job
             self.report_error(f"Touchup could not show a result: {exc}")
             return
         self.report_info(STRIP_TEXT["arrived"].format(count=len(job.variant_results), total=job.variants))
@@ -297,7 +299,7 @@ class Controller(QtCore.QObject):
         node = insert_result(cap, frame, _origin(msg, cap), job.label)
         try:
             self._record(job, msg, frame, applied=node)
-        except Exception as exc:  # noqa: BLE001 - the layer is in; only its thumbnail failed
+        except Exception as exc:  # the layer is in; only its thumbnail failed
             self.report_error(f"Touchup could not show the result in the strip: {exc}")
         return node
 

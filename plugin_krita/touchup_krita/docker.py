@@ -8,7 +8,7 @@ sockets or pixels.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 from touchup.shared.capabilities import preset_missing
 from touchup.shared.texts import STRIP_TEXT, stage_text
@@ -17,7 +17,7 @@ from .config import SOURCE_LAYER, SOURCE_VISIBLE, PluginConfig, RefineSettings
 from .connection import ConnectionState
 from .document import layer_choices
 from .jobs import JobState
-from .qt import Qt, QtCore, QtWidgets
+from .qt import Qt, QtCore, QtGui, QtWidgets
 from .strip import ResultsStrip
 
 STATE_TEXT = {
@@ -27,6 +27,11 @@ STATE_TEXT = {
     ConnectionState.CHECKING: ("#808080", "Checking backend…"),
 }
 SEED_MAX = 2**31 - 1
+
+
+def _model(combo: QtWidgets.QComboBox) -> QtGui.QStandardItemModel:
+    """A combo box's item model: Qt's standard one, whose items can be disabled one by one."""
+    return cast(QtGui.QStandardItemModel, combo.model())
 
 
 class SettingsForm(QtWidgets.QWidget):
@@ -133,7 +138,7 @@ class SettingsForm(QtWidgets.QWidget):
             _select(self.reference, s.reference)
         for i in range(self.preset.count()):
             data = self.preset.itemData(i) or {}
-            if (data.get("engine"), data.get("name")) == (s.engine, s.preset) and self.preset.model().item(
+            if (data.get("engine"), data.get("name")) == (s.engine, s.preset) and _model(self.preset).item(
                 i
             ).isEnabled():
                 self.preset.setCurrentIndex(i)
@@ -160,11 +165,11 @@ class SettingsForm(QtWidgets.QWidget):
                 missing = preset_missing(engine, p)
                 if missing:
                     tip = f"{tip}\nNot available: {missing}".strip()
-                    self.preset.model().item(index).setEnabled(False)
+                    _model(self.preset).item(index).setEnabled(False)
                 self.preset.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
         if self.preset.count() == 0:
             self.preset.addItem("backend default", {})
-        enabled = [i for i in range(self.preset.count()) if self.preset.model().item(i).isEnabled()] or [0]
+        enabled = [i for i in range(self.preset.count()) if _model(self.preset).item(i).isEnabled()] or [0]
         chosen = enabled[0]
         for i in enabled:
             data = self.preset.itemData(i) or {}
@@ -192,10 +197,9 @@ class SettingsForm(QtWidgets.QWidget):
 
     def _apply_accepts(self) -> None:
         accepts = (self.preset.currentData() or {}).get("accepts")
-        known = accepts is not None
 
         def allow(key: str) -> bool:
-            return not known or bool(accepts.get(key, False))
+            return accepts is None or bool(accepts.get(key, False))
 
         self.instruction.setEnabled(allow("prompt"))
         self.reference.setEnabled(allow("reference"))
@@ -204,7 +208,7 @@ class SettingsForm(QtWidgets.QWidget):
         self.seed.setEnabled(allow("seed"))
         self.dice.setEnabled(allow("seed"))
         regenerate = allow("regenerate")
-        self.mode.model().item(1).setEnabled(regenerate)
+        _model(self.mode).item(1).setEnabled(regenerate)
         if not regenerate:
             self.mode.setCurrentIndex(0)
         for widget, key in (

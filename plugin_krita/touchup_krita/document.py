@@ -89,7 +89,7 @@ class Capture:
     source_node_id: Any = None
     doc_size: tuple[int, int] = (0, 0)
     #: The selection's bounds (the region the strip's thumbnails zoom on); empty: whole canvas.
-    selection: Rect = Rect(0, 0, 0, 0)
+    selection: Rect = field(default_factory=lambda: Rect(0, 0, 0, 0))
 
     @property
     def target(self) -> ResultTarget:

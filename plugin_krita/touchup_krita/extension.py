@@ -58,7 +58,7 @@ def _guarded(handler: Any) -> None:
     """Run a menu handler; a bug shows up as a message in the docker, not a modal script error."""
     try:
         handler()
-    except Exception as exc:  # noqa: BLE001 - the docker is the place to report it
+    except Exception as exc:  # the docker is the place to report it
         import traceback
 
         traceback.print_exc()

@@ -11,7 +11,7 @@ engine's live preview frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -119,19 +119,20 @@ class JobQueue(QtCore.QObject):
     # -- public ------------------------------------------------------------------------------
     def submit(
         self,
-        source,
-        mask,
-        origin,
-        doc_size,
-        references,
-        prompt,
-        engine,
-        preset,
-        params,
-        label,
-        payload,
-        transfer=Transfer.SRGB,
+        source: Frame,
+        mask: Frame,
+        origin: tuple[int, int],
+        doc_size: tuple[int, int],
+        references: Iterable[Frame],
+        prompt: str,
+        engine: str | None,
+        preset: str | None,
+        params: dict[str, Any] | None,
+        label: str,
+        payload: Any,
+        transfer: Transfer = Transfer.SRGB,
     ) -> Job:
+
         header, frames = refine_request(
             source,
             mask,

@@ -8,6 +8,7 @@ here, and every other module imports Qt from this module. Only scoped enum names
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 
 def _wanted_major() -> int:
@@ -30,16 +31,20 @@ def _wanted_major() -> int:
 
 QT_MAJOR = _wanted_major()
 
-if QT_MAJOR == 6:
-    from PyQt6 import QtCore, QtGui, QtWidgets  # type: ignore[import-not-found]
+if TYPE_CHECKING:  # the type checker reads PyQt5's stubs; PyQt6 has the same names used here
+    from PyQt5 import QtCore, QtGui, QtWidgets
+
+    QAction = QtWidgets.QAction
+elif QT_MAJOR == 6:
+    from PyQt6 import QtCore, QtGui, QtWidgets
 
     QAction = QtGui.QAction
 else:
-    from PyQt5 import QtCore, QtGui, QtWidgets  # type: ignore[no-redef]
+    from PyQt5 import QtCore, QtGui, QtWidgets
 
     QAction = QtWidgets.QAction
 
 Signal = QtCore.pyqtSignal
 Qt = QtCore.Qt
 
-__all__ = ["QT_MAJOR", "QAction", "QtCore", "QtGui", "QtWidgets", "Qt", "Signal"]
+__all__ = ["QT_MAJOR", "QAction", "Qt", "QtCore", "QtGui", "QtWidgets", "Signal"]

@@ -99,6 +99,7 @@ class ResultsStrip(QtWidgets.QWidget):
         self.list.blockSignals(True)
         for i in range(self.list.count()):
             item = self.list.item(i)
+            assert item is not None  # i < count()
             item.setSelected(chosen is not None and item.data(KEY_ROLE) == chosen)
         self.list.blockSignals(False)
         has = chosen is not None
@@ -143,8 +144,9 @@ class ResultsStrip(QtWidgets.QWidget):
         if (running is not None) != bool(self._shown and self._shown[0][0] is None):
             self.refresh()
             return
-        if running is not None and self.list.count():
-            self._update_running(self.list.item(0), running)
+        first = self.list.item(0)
+        if running is not None and first is not None:
+            self._update_running(first, running)
 
 
 def _button(text: str, tip: str, name: str) -> QtWidgets.QPushButton:

@@ -355,7 +355,7 @@ def test_refine_through_the_backend_process(tiny, backend_factory):
     with proc.client() as c:
         hello = c.hello()
         engines = {e["name"]: e for e in hello["capabilities"]["engines"]}
-        assert [p["name"] for p in engines["qwen-edit"]["presets"]][0] == "refine-anything"
+        assert next(p["name"] for p in engines["qwen-edit"]["presets"]) == "refine-anything"
         diffusion = [engines[name] for name in ("qwen-edit", "flux-kontext", "flux-fill", "sdxl-inpaint")]
         assert {p["variants"] for e in diffusion for p in e["presets"]} == {4}
         events = []

@@ -168,7 +168,7 @@ def run_case(case, workdir):
         new = [layer for layer in image.get_layers() if layer.get_name() not in out["stack_before"]]
         if new:
             layer = new[0]
-            ok, x, y = layer.get_offsets()
+            _ok, x, y = layer.get_offsets()
             out["layer"] = {
                 "name": layer.get_name(),
                 "offsets": [x, y],

@@ -116,7 +116,7 @@ def record_group(image, workdir, prefix, out):
         return None
     layers = []
     for i, layer in enumerate(group.get_children()):
-        ok, x, y = layer.get_offsets()
+        _ok, x, y = layer.get_offsets()
         dump(layer, os.path.join(workdir, f"{prefix}.variant{i}.raw"))
         layers.append({"offsets": [x, y], "size": [layer.get_width(), layer.get_height()]})
     out[f"{prefix}_layers"] = layers

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugin_gimp" / "touchup-refine"))
-import touchup_transport as transport  # noqa: E402
+import touchup_transport as transport
 
-from touchup.shared.frames import Frame, FrameDesc  # noqa: E402
+from touchup.shared.frames import Frame, FrameDesc
 
 
 def test_presets_come_from_the_backend(backend: str) -> None:

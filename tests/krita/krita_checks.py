@@ -11,6 +11,7 @@ Only the standard library is available here (Krita's Python has no numpy).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -55,7 +56,7 @@ def qt():
 
 def pump_until(pred, timeout: float) -> bool:
     """Run Qt's event loop (as Krita's UI would) until ``pred()`` or the timeout."""
-    QtCore = qt()
+    QtCore = qt()  # noqa: N806 - the module, under its own name
     end = time.monotonic() + timeout
     loop = QtCore.QEventLoop()
     while time.monotonic() < end:
@@ -81,7 +82,7 @@ def pattern(w: int, h: int, depth: str, seed: int = 1) -> bytes:
             px = (b, g, r) if order == "BGRA" else (r, g, b)
             vals = [*px, 1.0]
             if isinstance(top, int):
-                vals = [int(round(v * top)) for v in vals]
+                vals = [round(v * top) for v in vals]
             out += pack(*vals)
     return bytes(out)
 
@@ -117,7 +118,7 @@ def names(doc) -> list[str]:
 
 
 def samples(data: bytes, depth: str) -> list:
-    code, size, _, _ = DEPTH[depth]
+    code, _size, _, _ = DEPTH[depth]
     return (
         list(memoryview(data).cast(code)) if code != "e" else list(struct.unpack(f"<{len(data) // 2}e", data))
     )
@@ -177,7 +178,7 @@ def direct_result(doc, source_node=None, references=()) -> tuple[Any, Any]:
     sel = doc.selection()
     tile = context_tile(Rect(sel.x(), sel.y(), sel.width(), sel.height()), doc.width(), doc.height(), 64)
     depth = (source_node or doc).colorDepth()
-    code, size, order, _ = DEPTH[depth]
+    _code, _size, order, _ = DEPTH[depth]
     reader = source_node.projectionPixelData if source_node is not None else doc.pixelData
     source = Frame(
         FrameDesc(
@@ -632,7 +633,7 @@ def ui_never_blocks_during_a_job():
     from touchup_krita.api import result_of
     from touchup_krita.controller import wait_for
 
-    QtCore = qt()
+    QtCore = qt()  # noqa: N806 - the module, under its own name
     use_endpoint(CFG["slow_endpoint"])
     doc = make_doc(160, 120, "U8")
     select_rect(doc, 40, 30, 60, 50)
@@ -650,7 +651,7 @@ def ui_never_blocks_during_a_job():
     timer.stop()
     wait_for(job, 30)
     result_of(job)
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert submit_s < 0.25, f"submitting took {submit_s:.2f} s"
     assert len(steps_seen - {0}) >= 3, f"progress did not reach the UI live: {sorted(steps_seen)}"
     assert gaps and max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f} s"

@@ -19,7 +19,7 @@ from conftest import skip_or_fail
 from editor_releases import KRITA, EditorRelease
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kritatest import (  # noqa: E402
+from kritatest import (
     REPO,
     enable_plugins,
     install_plugin,

@@ -21,7 +21,7 @@ from conftest import TESTS, BackendProcess, curve_backend, free_endpoint, skip_o
 from editor_releases import FULL, KRITA, EditorRelease
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kritatest import krita_env, krita_missing_reason, read_results, run_kritarunner, stage  # noqa: E402
+from kritatest import krita_env, krita_missing_reason, read_results, run_kritarunner, stage
 
 pytestmark = [pytest.mark.krita, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""The retoucher's loop in Krita's real window (``xvfb-run krita``): Refine ×4 with the
+"""The retoucher's loop in Krita's real window (``xvfb-run krita``): Refine x4 with the
 ``seeded`` test engine shows the live preview while it runs and four thumbnails; previewing
 one changes no layer and adds nothing to the undo history, yet shows the result on the canvas;
 Compare flips back to the original; Apply adds exactly one layer that one Undo removes, with no
@@ -23,7 +23,7 @@ from editor_releases import FULL, KRITA, EditorRelease
 from touchup.backend.tools.bench_engines import IDENTITY, SEEDED
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kritatest import (  # noqa: E402
+from kritatest import (
     REPO,
     enable_plugins,
     install_plugin,

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             raise
     else:
         register_speed(bench)
-    from ...cluster.bench import register_cluster  # imports Ray only when run
+    from ...tools.bench_cluster import register_cluster  # imports Ray only when run
 
     register_cluster(bench)
     p.set_defaults(func=lambda args: p.print_help() or 2)

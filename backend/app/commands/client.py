@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ....shared.protocol import DEFAULT_ENDPOINT, ErrorCode
+
+if TYPE_CHECKING:
+    from ....shared.client import BackendError, Client
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
-def _client(args: argparse.Namespace):
+def _client(args: argparse.Namespace) -> Client:
     from ....shared.client import Client
 
     if args.connection:
@@ -40,7 +44,8 @@ def _client(args: argparse.Namespace):
     return Client(args.endpoint, name="touchup-cli")
 
 
-def _fail(exc) -> int:
+def _fail(exc: BackendError) -> int:
+
     print(f"touchup: {exc.message} [{exc.code}]", file=sys.stderr)
     return 1
 

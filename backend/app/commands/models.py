@@ -10,7 +10,7 @@ import sys
 def _models_dir(args: argparse.Namespace) -> str | None:
     """``--models-dir`` or the config's ``models_dir``, so the CLI looks where the backend looks."""
     if args.models_dir:
-        return args.models_dir
+        return str(args.models_dir)
     from ...config import load_config
 
     try:
@@ -103,7 +103,9 @@ def _plan(args: argparse.Namespace) -> int:
         return 2
     names = [args.preset] if args.preset else list(PRESETS)
     if args.table:
-        cells = [(float(v), float(r)) for v in TABLE_VRAM for r in TABLE_RAM]
+        cells: list[tuple[float | None, float | None]] = [
+            (float(v), float(r)) for v in TABLE_VRAM for r in TABLE_RAM
+        ]
         machine = "table"
         quantisation = True
     else:
@@ -135,7 +137,7 @@ def _plan(args: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
     for p in plans:
         where = f"{p.vram_gb:>4.0f} GB VRAM {p.ram_gb:>3.0f} GB RAM  " if args.table else ""
-        if p.fits and p.cost is not None:
+        if p.policy is not None and p.cost is not None:
             c = p.cost
             print(
                 f"{p.preset:<{width}}  {where}{p.policy.value:<18} peak {c.vram_gb:5.1f} GB VRAM, "

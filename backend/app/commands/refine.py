@@ -12,9 +12,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ....shared.protocol import DEFAULT_ENDPOINT, ErrorCode
+
+if TYPE_CHECKING:
+    import numpy as np
+    from tqdm import tqdm
+
+    from ....shared.protocol import Message
 
 
 class CliError(Exception):
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: str, what: str):
+def _read(path: str, what: str) -> np.ndarray:
     import cv2
 
     if not Path(path).is_file():
@@ -90,7 +96,7 @@ def _read(path: str, what: str):
     return image
 
 
-def _selection(args: argparse.Namespace, height: int, width: int):
+def _selection(args: argparse.Namespace, height: int, width: int) -> np.ndarray:
     import numpy as np
 
     if args.box:
@@ -98,7 +104,8 @@ def _selection(args: argparse.Namespace, height: int, width: int):
             x, y, w, h = (int(v) for v in args.box.split(","))
         except ValueError:
             raise CliError("--box must be X,Y,W,H", ErrorCode.BAD_PARAMS) from None
-        mask = np.zeros((height, width), np.uint8)
+        mask: np.ndarray = np.zeros((height, width), np.uint8)
+
         mask[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = 255
         return mask
     mask = _read(args.mask, "mask")
@@ -278,13 +285,13 @@ def _composite(image: Any, bgr: Any, mask: Any, layer: Any, ox: int, oy: int) ->
     return out
 
 
-def _as_colour(image):
+def _as_colour(image: np.ndarray) -> np.ndarray:
     import numpy as np
 
     return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
-def _write(path: str, image) -> None:
+def _write(path: str, image: np.ndarray) -> None:
     import cv2
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +306,7 @@ class _Progress:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.bar = None
+        self.bar: tqdm[Any] | None = None
 
     def __enter__(self) -> _Progress:
         return self
@@ -308,7 +315,8 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
 
-    def update(self, msg) -> None:
+    def update(self, msg: Message) -> None:
+
         if self.quiet or msg.kind != "progress":
             return
         from tqdm import tqdm

@@ -15,7 +15,7 @@ def system_tray_available() -> tuple[bool, str]:
     if os.environ.get("TOUCHUP_TRAY") == "none":
         return False, "disabled by TOUCHUP_TRAY=none"
     try:
-        import pystray  # noqa: F401  (the import itself fails without a display)
+        import pystray  # the import itself fails without a display
     except Exception as exc:
         return False, f"no tray backend ({exc.__class__.__name__}: {exc})"
     if sys.platform.startswith(("win", "darwin")):

@@ -5,10 +5,12 @@ never meets the tray's."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 def popup_menu(
@@ -36,6 +38,11 @@ def popup_menu(
     return out.strip() or None
 
 
+def _choose(chosen: list[str], ident: str, root: Any) -> None:
+    chosen.append(ident)
+    root.quit()
+
+
 def popup_main() -> int:
     """Child side of :func:`popup_menu`: a Tk menu at the pointer, prints the chosen id."""
     import tkinter
@@ -52,7 +59,7 @@ def popup_main() -> int:
         menu.add_command(
             label=label,
             state="normal" if enabled else "disabled",
-            command=lambda i=ident: (chosen.append(i), root.quit()),
+            command=functools.partial(_choose, chosen, ident, root),
         )
     menu.bind("<Unmap>", lambda _e: root.after(50, root.quit))
     x, y = root.winfo_pointerxy()

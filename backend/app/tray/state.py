@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class Phase(str, Enum):
@@ -74,7 +77,7 @@ def state_from_status(status: dict[str, Any], pid: int | None, restarts: int) ->
     return TrayState(IDLE, detail, None, model, pid, restarts)
 
 
-def icon_image(state: TrayState, size: int = 64):
+def icon_image(state: TrayState, size: int = 64) -> Image.Image:
     """A filled circle in the state's colour; while busy, a white ring shows the progress."""
     from PIL import Image, ImageDraw
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ....shared.client import BackendError, Client
 from ....shared.protocol import Kind
@@ -151,7 +151,7 @@ class Supervisor:
         return client
 
     def _start_child(self) -> None:
-        out = subprocess.DEVNULL
+        out: int | BinaryIO = subprocess.DEVNULL
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             out = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -168,8 +168,9 @@ class Supervisor:
             self._restart.wait(self._backoff)
             return
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):
                 out.close()
+
         self._child_started = time.monotonic()
         log.info("started backend pid %d: %s", self.child.pid, " ".join(self.command))
         self._set(TrayState(STARTING, "starting the backend", None, None, self.child.pid, self._restarts))

@@ -107,7 +107,12 @@ def _scale_to_area(img: np.ndarray, area: int) -> tuple[np.ndarray, np.ndarray]:
 def _fit_models(src: np.ndarray, dst: np.ndarray, threshold: float) -> list[tuple[str, np.ndarray, int]]:
     """Similarity, affine and homography fits (RANSAC) of ``src -> dst``; (name, H, inliers)."""
     fits: list[tuple[str, np.ndarray, int]] = []
-    kw = {"method": cv2.RANSAC, "ransacReprojThreshold": threshold, "maxIters": 4000, "confidence": 0.999}
+    kw: dict[str, Any] = {
+        "method": cv2.RANSAC,
+        "ransacReprojThreshold": threshold,
+        "maxIters": 4000,
+        "confidence": 0.999,
+    }
     for name, fn in (("similarity", cv2.estimateAffinePartial2D), ("affine", cv2.estimateAffine2D)):
         m, inl = fn(src, dst, **kw)
         if m is not None and inl is not None:
@@ -212,7 +217,7 @@ def _ecc_refine(
     cancellation check between them: one full run on a large crop takes over a second.
     """
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_BURST, eps)
-    residual = np.eye(3, dtype=np.float32)
+    residual: np.ndarray = np.eye(3, dtype=np.float32)
     template, warped = template.astype(np.float32), warped.astype(np.float32)
     sel8 = sel.astype(np.uint8)
     h, w = template.shape[:2]
@@ -244,7 +249,7 @@ class Registrar:
         self.small_gray = gray8(small)
         sh, sw = self.small_gray.shape
         self.small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) > 0.0
-        self.sift = cv2.SIFT_create(nfeatures=3000)
+        self.sift = cv2.SIFT_create(nfeatures=3000)  # type: ignore[attr-defined]  # missing from OpenCV's stubs
         check()
         self.keypoints, self.descriptors = self.sift.detectAndCompute(self.small_gray, None)
         check()
@@ -269,8 +274,9 @@ class Registrar:
         good = [m for m, *rest in pairs if rest and m.distance < RATIO_TEST * rest[0].distance]
         if len(good) < MIN_INLIERS:
             return Registration(False, f"too few matches ({len(good)})", matches=len(good))
-        src = np.float32([self.keypoints[m.queryIdx].pt for m in good])
-        dst = np.float32([kps[m.trainIdx].pt for m in good])
+        src = np.array([self.keypoints[m.queryIdx].pt for m in good], np.float32)
+        dst = np.array([kps[m.trainIdx].pt for m in good], np.float32)
+
         threshold = 3.0 * max(1.0, ref_gray.shape[1] / self.small_gray.shape[1])
         picked = _pick_model(_fit_models(src, dst, threshold))
         if picked is None:

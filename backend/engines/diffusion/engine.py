@@ -22,8 +22,8 @@ import gc
 import importlib.util
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .memory import GPU_POLICIES, Plan, Policy
 from .presets import DiffusionPreset, presets_for
 from .run import DEFAULT_PREVIEW_EVERY, latent_preview, prompt_encoded_once, run_pipeline
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 log = logging.getLogger(__name__)
 
 _DIFFUSION_MODULES = ("torch", "diffusers", "transformers", "safetensors", "huggingface_hub")
@@ -45,7 +48,7 @@ def diffusion_libraries_missing() -> list[str]:
     return [m for m in _DIFFUSION_MODULES if importlib.util.find_spec(m) is None]
 
 
-def to_pil(image: np.ndarray):
+def to_pil(image: np.ndarray) -> Image.Image:
     """float32 RGB [0,1] (or HxW mask) -> PIL image, rounding once."""
     from PIL import Image
 
@@ -67,7 +70,7 @@ def denoise_strength(preset: DiffusionPreset, params: RefineParams) -> float:
     return float(min(1.0, max(0.05, base * params.strength)))
 
 
-class DiffusionEngine(Engine):
+class DiffusionEngine(Engine[DiffusionPreset]):
     """A diffusers pipeline family kept resident between jobs. Subclasses set ``name``/``family``
     and may extend :meth:`pipeline_inputs` and the ``_extra_components``/``_configure`` hooks."""
 
@@ -177,21 +180,17 @@ class DiffusionEngine(Engine):
         return self._plan.policy.value if self._plan and self._plan.policy else None
 
     # -- family hooks ----------------------------------------------------------------------------
-    def pipeline_inputs(
-        self,
-        preset: DiffusionPreset,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-    ) -> dict[str, Any]:
+    def pipeline_inputs(self, preset: DiffusionPreset, request: EngineRequest, prompt: str) -> dict[str, Any]:
         """The pipeline keyword arguments that carry the images, prompt and output size: the crop
-        at its own size, plus the binary selection and denoising strength for inpainting presets."""
-        h, w = crop.shape[:2]
-        inputs: dict[str, Any] = {"image": to_pil(crop), "prompt": prompt, "height": h, "width": w}
+        at its own size, plus the binary selection and denoising strength for inpainting presets.
+        ``prompt`` is the text the preset makes of the user's instruction (see :meth:`call_arguments`)."""
+        h, w = request.crop.shape[:2]
+        inputs: dict[str, Any] = {"image": to_pil(request.crop), "prompt": prompt, "height": h, "width": w}
         if preset.refine_strength is not None:
-            inputs.update(mask_image=to_pil(binary_mask(mask)), strength=denoise_strength(preset, params))
+            inputs.update(
+                mask_image=to_pil(binary_mask(request.mask)),
+                strength=denoise_strength(preset, request.params),
+            )
         return inputs
 
     def _extra_components(self, preset: DiffusionPreset, folder: Any, dtype: Any) -> dict[str, Any]:
@@ -291,6 +290,7 @@ class DiffusionEngine(Engine):
         free_gb = torch.cuda.mem_get_info(device)[0] / 2**30 if device.type == "cuda" else None
         plan = self.choose_plan(p, device, free_gb, memory.available_ram_gb())
         policy = plan.policy
+        assert policy is not None  # choose_plan raises when nothing fits
         if device.type == "cpu":
             dtype = torch.float32
         else:
@@ -366,23 +366,16 @@ class DiffusionEngine(Engine):
             torch.cuda.empty_cache()
 
     # -- running ---------------------------------------------------------------------------------
-    def call_arguments(
-        self,
-        p: DiffusionPreset,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-    ) -> dict[str, Any]:
+    def call_arguments(self, p: DiffusionPreset, request: EngineRequest) -> dict[str, Any]:
         """Every keyword argument of the pipeline call except the generator and callback."""
-        text = (prompt or "").strip() or p.default_prompt
+        params = request.params
+        text = (request.prompt or "").strip() or p.default_prompt
         if params.mode == "regenerate":
             text = p.regenerate_prompt.format(prompt=text)
         steps = int(params.steps or p.defaults.get("steps", 20))
         guidance = params.guidance if params.guidance is not None else p.defaults.get("guidance")
         kwargs: dict[str, Any] = dict(p.call)
-        kwargs.update(self.pipeline_inputs(p, crop, mask, references, text, params))
+        kwargs.update(self.pipeline_inputs(p, request, text))
         kwargs["num_inference_steps"] = steps
         if guidance is not None:
             kwargs[p.guidance_arg] = float(guidance)
@@ -395,7 +388,9 @@ class DiffusionEngine(Engine):
         finally:
             outputs.close()  # leaves the prompt memo at once, not when the generator is collected
 
-    def refine_variants(self, request: EngineRequest, seeds: Sequence[int]) -> Iterator[EngineOutput]:
+    def refine_variants(
+        self, request: EngineRequest, seeds: Sequence[int]
+    ) -> Generator[EngineOutput, None, None]:
         """The seeds in as few pipeline calls as memory allows (see :meth:`seeds_per_call`).
 
         The call's arguments -- the prompt, the crop, mask and references as the pipeline takes
@@ -408,9 +403,7 @@ class DiffusionEngine(Engine):
         p = self.preset(params.preset) if params.preset else (self._loaded or self.preset(None))
         self.load(p.name)
         height, width = request.crop.shape[:2]
-        kwargs = self.call_arguments(
-            p, request.crop, request.mask, list(request.references), request.prompt, params
-        )
+        kwargs = self.call_arguments(p, request)
         batch = self.seeds_per_call(p, len(seeds), width * height)
         # Calls of equal size where memory splits the seeds (4 as 2 + 2, not 3 + 1), so that
         # every call's prompt encoding is the first call's, answered from memory.

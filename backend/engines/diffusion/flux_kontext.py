@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from ..base import RefineParams
+from ..base import EngineRequest
 from .engine import DiffusionEngine
 from .presets import DiffusionPreset
 
@@ -21,15 +19,7 @@ class FluxKontextEngine(DiffusionEngine):
     description = "FLUX.1 Kontext [dev]: instruction-driven refinement of the crop, user LoRAs."
     packed_latents = True
 
-    def pipeline_inputs(
-        self,
-        preset: DiffusionPreset,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-    ) -> dict[str, Any]:
-        h, w = crop.shape[:2]
-        inputs = super().pipeline_inputs(preset, crop, mask, references, prompt, params)
+    def pipeline_inputs(self, preset: DiffusionPreset, request: EngineRequest, prompt: str) -> dict[str, Any]:
+        h, w = request.crop.shape[:2]
+        inputs = super().pipeline_inputs(preset, request, prompt)
         return {**inputs, "max_area": h * w, "_auto_resize": False}

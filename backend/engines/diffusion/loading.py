@@ -39,7 +39,7 @@ def quantization_config(preset: DiffusionPreset, spec: PolicySpec, dtype: Any) -
         if len(kinds) != 1:
             raise ValueError(f"one storage format per policy, got {sorted(kinds)}")
         (kind,) = kinds
-        components = [c.name for c in preset.memory.components if c.role in spec.quantise]
+        components = [c.name for c in preset.profile.components if c.role in spec.quantise]
         if kind == "nf4":
             return PipelineQuantizationConfig(
                 quant_backend="bitsandbytes_4bit",
@@ -167,7 +167,7 @@ def place(pipe: Any, preset: DiffusionPreset, policy: Policy, device: Any) -> No
     else:
         from diffusers.hooks import apply_group_offloading
 
-        for comp in preset.memory.components:
+        for comp in preset.profile.components:
             module = getattr(pipe, comp.name, None)
             if module is None:
                 continue
@@ -189,4 +189,4 @@ def place(pipe: Any, preset: DiffusionPreset, policy: Policy, device: Any) -> No
 
 
 def denoiser_name(preset: DiffusionPreset) -> str:
-    return next(c.name for c in preset.memory.components if c.role == Role.DENOISER)
+    return next(c.name for c in preset.profile.components if c.role == Role.DENOISER)

@@ -257,7 +257,8 @@ def plan(
     """
     dtype = dtype or preset.dtype
     if vram_gb is None:
-        need = HOST_BASE_GB + sum(component_gb(c.params, "float32") for c in preset.memory.components)
+        need = HOST_BASE_GB + sum(component_gb(c.params, "float32") for c in preset.profile.components)
+
         cost = Cost(Policy.CPU, 0.0, round(need, 1), 0.01, "float32 on the CPU (no GPU)")
         ok = ram_gb is None or need <= ram_gb
         return Plan(

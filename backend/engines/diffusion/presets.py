@@ -157,6 +157,13 @@ class DiffusionPreset(Preset):
     #: A generative model's results differ per seed: offer a choice by default.
     variants: int = 4
 
+    @property
+    def profile(self) -> MemoryProfile:
+        """The memory profile: every table entry has one (``None`` is only the field default)."""
+        if self.memory is None:
+            raise ValueError(f"preset {self.name!r} has no memory profile")
+        return self.memory
+
     def models(self) -> list[ModelRef]:
         """Every repository the preset needs, base first."""
         return [m for m in [self.base, *(lora.model for lora in self.loras)] if m is not None]

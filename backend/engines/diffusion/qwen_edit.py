@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import RefineParams
+from ..base import EngineRequest
 from .engine import DiffusionEngine, binary_mask, to_pil
 from .presets import DiffusionPreset
 
@@ -108,18 +108,11 @@ class QwenEditEngine(DiffusionEngine):
                 module.zero_cond_t = bool(value)
         pipe.transformer.register_to_config(zero_cond_t=bool(value))
 
-    def pipeline_inputs(
-        self,
-        preset: DiffusionPreset,
-        crop: np.ndarray,
-        mask: np.ndarray,
-        references: list[np.ndarray],
-        prompt: str,
-        params: RefineParams,
-    ) -> dict[str, Any]:
+    def pipeline_inputs(self, preset: DiffusionPreset, request: EngineRequest, prompt: str) -> dict[str, Any]:
+        crop, references = request.crop, list(request.references)
         images = [to_pil(crop), *(to_pil(r) for r in references[: preset.capabilities.max_references])]
         if preset.spatial_image:
-            images.append(to_pil(np.repeat(binary_mask(mask)[:, :, None], 3, axis=2)))
+            images.append(to_pil(np.repeat(binary_mask(request.mask)[:, :, None], 3, axis=2)))
             return {"image": images, "prompt": prompt}
         # The output size is the pipeline's own condition size of the crop (the crop's size at
         # the default working size), so the output grid is the crop's condition grid even when

@@ -262,7 +262,10 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
-    out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ValueError("JPEG decoding failed")
+    out = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     return out if img.dtype == np.uint8 else out.astype(np.float32) / 255.0
 
 
@@ -316,7 +319,8 @@ def make_reference(truth: np.ndarray, selection: np.ndarray, rng: np.random.Gene
     m = cv2.getRotationMatrix2D((cw / 2, ch / 2), angle, zoom)
     m[:, 2] += [(out_w - cw) / 2, (out_h - ch) / 2]
     similarity = np.vstack([m, [0, 0, 1]])
-    corners = np.float32([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]])
+    corners = np.array([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]], np.float32)
+
     jitter = rng.uniform(-0.04, 0.04, (4, 2)) * [out_w, out_h]  # mild perspective
     tilt = cv2.getPerspectiveTransform(corners, (corners + jitter).astype(np.float32))
     warped = cv2.warpPerspective(
@@ -422,11 +426,13 @@ def read_mask(path: Path) -> np.ndarray:
 
 def load_case_folder(folder: Path) -> EvalCase:
     """One case folder: input, mask, truth, optional reference*, optional case.json."""
-    paths = {stem: _find(folder, stem) for stem in ("input", "mask", "truth")}
-    missing = [stem for stem, p in paths.items() if p is None]
+    found = {stem: _find(folder, stem) for stem in ("input", "mask", "truth")}
+    missing = [stem for stem, p in found.items() if p is None]
     if missing:
         raise DatasetError(f"{folder}: missing {', '.join(missing)} image (expected e.g. {missing[0]}.png)")
+    paths = {stem: p for stem, p in found.items() if p is not None}
     image, mask, truth = read_rgb(paths["input"]), read_mask(paths["mask"]), read_rgb(paths["truth"])
+
     if mask.shape != image.shape[:2] or truth.shape != image.shape:
         raise DatasetError(
             f"{folder}: input {image.shape[1]}x{image.shape[0]}, mask {mask.shape[1]}x{mask.shape[0]} and "

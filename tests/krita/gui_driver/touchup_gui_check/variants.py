@@ -1,4 +1,4 @@
-"""The retoucher's loop in Krita's real window: Refine ×4 with the ``seeded`` test engine, the
+"""The retoucher's loop in Krita's real window: Refine x4 with the ``seeded`` test engine, the
 live preview while it runs, the four thumbnails, previewing one on the canvas, Compare, Apply
 and one Undo, and Discard. Every step is checked on what a user would notice: the layers and
 their pixels, the undo history (Krita's Undo/Redo actions), and the canvas widget's pixels.

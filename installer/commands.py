@@ -1,4 +1,9 @@
-"""``touchup install``, ``touchup uninstall`` and ``touchup doctor``."""
+"""``touchup install``, ``touchup uninstall`` and ``touchup doctor``.
+
+These commands live with the installer, not in ``backend/app/commands/``: the installer imports
+the backend (its config, launch command and engines), so the backend must never import the
+installer. The CLI finds this module by name in its command table instead.
+"""
 
 from __future__ import annotations
 
@@ -53,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from ....installer.install import Options, install
+    from .install import Options, install
 
     opts = Options(
         krita=args.krita,
@@ -73,12 +78,12 @@ def run_install(args: argparse.Namespace) -> int:
 
 
 def run_uninstall(args: argparse.Namespace) -> int:
-    from ....installer.uninstall import uninstall
+    from .uninstall import uninstall
 
     return uninstall(only=args.parts or None, dry_run=args.dry_run)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from ....installer.doctor import doctor
+    from .doctor import doctor
 
     return doctor(endpoint=args.endpoint, krita_dir=args.krita_dir, gimp_dir=args.gimp_dir)

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("touchup bench cluster: needs the 'cluster' extra (pip install 'touchup[cluster]')")
         return 2
-    from ..tools.bench_engines import register_slow_engine
-    from .local_ray import is_loopback, loopback_only, start_local_ray
+    from ..cluster.local_ray import is_loopback, loopback_only, start_local_ray
+    from .bench_engines import register_slow_engine
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the figures, not Serve's chatter
     sizes = [int(n) for n in args.replicas.split(",") if n.strip()]
@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         if is_loopback(args.cluster):
             loopback_only()
-        ray.init(address=args.cluster, namespace="touchup", log_to_driver=False, logging_level="WARNING")
+        ray.init(
+            address=args.cluster, namespace="touchup", log_to_driver=False, logging_level=logging.WARNING
+        )
+
     try:
         print(f"engine {args.engine}, {args.jobs} jobs from {args.clients} clients at once per pool size")
         print(f"{'replicas':>8} {'jobs/s':>8} {'p50 s':>7} {'p90 s':>7} {'max s':>7} {'speed-up':>9}")
@@ -98,9 +101,9 @@ def _job(engine: str, steps: int, seed: int) -> tuple[dict[str, Any], list]:
 
 
 def _measure(args: argparse.Namespace, replicas: int) -> tuple[float, list[float]]:
+    from ..cluster.ray_executor import RayExecutor
     from ..config import Config
     from ..server import Server
-    from .ray_executor import RayExecutor
 
     endpoint = _free_endpoint()
     config = Config(
@@ -155,10 +158,10 @@ def _run_jobs(endpoint: str, jobs: list, clients: int) -> list[float]:
 
 def _print_shipping() -> None:
     """Bytes a job ships: context tile vs trimmed tile vs upsampled float32 crops."""
+    from ..cluster.shipping import cut
     from ..engines import engine_class
     from ..pipeline.focus import plan_regions
     from ..pipeline.refine import RefineJob
-    from .shipping import cut
 
     presets = {"classic": engine_class("classic")().preset(None)}
     with contextlib.suppress(Exception):  # the diffusion engines' module may be absent

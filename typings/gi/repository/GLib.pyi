@@ -1,0 +1,3 @@
+class Error(Exception):
+    message: str
+    def __init__(self, message: str = ...) -> None: ...
