@@ -143,7 +143,7 @@ class Controller(QtCore.QObject):
 
     # -- the results strip --------------------------------------------------------------------
     def results(self, document: Any) -> list[ResultEntry]:
-        """``document``'s recent results, newest first (what the strip shows)."""
+        """``document``'s recent results, the newest refine first (what the strip shows)."""
         return self.history.entries(document)
 
     def choose(self, key: int | None) -> bool:

@@ -2,7 +2,7 @@
 
 A retoucher asks for several candidates, looks at each on the canvas, keeps one and tries again;
 an earlier candidate must stay at hand. So every result that arrives (each variant, and single
-results that were inserted at once) is recorded here, newest first, at most :data:`KEEP` per
+results that were inserted at once) is recorded here, the newest refine first, at most :data:`KEEP` per
 document, and any of them can still be applied while its document is open.
 
 Nothing here touches Krita or Qt: an entry carries the raw result frame (what Apply writes,
@@ -81,7 +81,7 @@ class _DocumentResults:
 
 
 class ResultHistory:
-    """Recent results per document, newest first; the strip shows the active document's."""
+    """Recent results per document, the newest refine first; the strip shows the active document's."""
 
     def __init__(
         self, keep: int = KEEP, same: Callable[[Any, Any], bool] | None = None, max_bytes: int = MAX_BYTES
@@ -96,12 +96,23 @@ class ResultHistory:
         return next(self._keys)
 
     def add(self, entry: ResultEntry) -> list[ResultEntry]:
-        """Record ``entry`` first in its document's list; returns the entries that fell off."""
+        """Record ``entry`` in its document's list -- the newest refine first, its variants in
+        reading order (variant 1 left of variant 2, as they were asked for) -- and drop the
+        oldest results past :attr:`keep`; returns the entries that fell off."""
         bucket = self._bucket(entry.document, create=True)
         assert bucket is not None
-        bucket.entries.insert(0, entry)
-        dropped = bucket.entries[self.keep :]
-        del bucket.entries[self.keep :]
+        entries = bucket.entries
+        at = 0
+        while (
+            at < len(entries) and entries[at].job_key == entry.job_key and entries[at].variant < entry.variant
+        ):
+            at += 1
+        entries.insert(at, entry)
+        dropped: list[ResultEntry] = []
+        while len(entries) > self.keep:
+            oldest = min(entries, key=lambda e: e.key)
+            entries.remove(oldest)
+            dropped.append(oldest)
         while self.nbytes() > self.max_bytes:
             older = [e for e in self._all() if e is not entry]
             if not older:

@@ -64,7 +64,7 @@ def entry(history: Any, doc: Doc, job: int, variant: int = 0, variants: int = 1)
     )
 
 
-def test_history_keeps_newest_first_per_document_and_drops_the_oldest() -> None:
+def test_history_keeps_newest_refine_first_per_document_and_drops_the_oldest() -> None:
     history = results.ResultHistory(keep=3)
     a, b = Doc("a"), Doc("b")
     added = [entry(history, a, job=1, variant=i, variants=4) for i in range(4)]
@@ -73,7 +73,7 @@ def test_history_keeps_newest_first_per_document_and_drops_the_oldest() -> None:
         dropped += history.add(e)
     history.add(entry(history, b, job=2))
     shown = history.entries(Doc("a"))  # a fresh wrapper of the same document
-    assert [e.variant for e in shown] == [3, 2, 1]
+    assert [e.variant for e in shown] == [1, 2, 3]  # one refine's variants in reading order
     assert dropped == [added[0]]
     assert [e.seed for e in history.entries(b)] == [100]
     assert history.find(added[2].key) is added[2]
@@ -135,3 +135,19 @@ def test_canvas_mapping_matches_what_krita_shows() -> None:
     assert (round(x), round(y)) == (75, 65)
     assert canvas_map.canvas_mapping(1.0, 72.0, (0, 0), rotation=90.0) is None
     assert canvas_map.canvas_mapping(1.0, 72.0, (0, 0), mirror=True) is None
+
+
+def test_a_newer_refine_comes_first_and_its_variants_read_left_to_right() -> None:
+    history = results.ResultHistory()
+    a = Doc("a")
+    for job in (1, 2):
+        for i in (2, 0, 1):  # variants may arrive in any order
+            history.add(entry(history, a, job=job, variant=i, variants=3))
+    assert [(e.job_key, e.variant) for e in history.entries(a)] == [
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+    ]
