@@ -10,7 +10,7 @@ refine again with the values the dialog stored. Results go to ``results.json`` b
 import json
 import os
 import shutil
-import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -21,12 +21,11 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+# The harness copies gimp_gui_keys.py beside this driver (and the spec).
+sys.path.insert(0, os.path.dirname(os.environ["TOUCHUP_GIMP_SPEC"]))
+from gimp_gui_keys import undo_with_keyboard, xdotool  # noqa: E402
+
 PROC = "plug-in-touchup-refine-selection"
-
-
-def xdotool(*args, timeout=30):
-    done = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=timeout)
-    return done.stdout.strip()
 
 
 def watch_dialog(workdir, out):
@@ -61,20 +60,6 @@ def call(image, drawable, run_mode, args):
         cfg.set_property(key, value)
     res = proc.run(cfg)
     return res.index(0).value_nick, (res.index(1) if res.length() > 1 else "")
-
-
-def undo_with_keyboard(image):
-    """Press Ctrl+Z in GIMP's image window, as a user would, and wait for the stack to change."""
-    before = len(image.get_layers())
-    windows = xdotool("search", "--onlyvisible", "--name", "GIMP").splitlines()
-    for window in windows:
-        xdotool("windowfocus", "--sync", window)
-        xdotool("key", "--clearmodifiers", "ctrl+z")
-        for _ in range(20):
-            time.sleep(0.25)
-            if len(image.get_layers()) != before:
-                return window
-    return None
 
 
 def main():

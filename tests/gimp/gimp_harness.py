@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "plugin_gimp" / "touchup-refine"
 DRIVER = Path(__file__).with_name("gimp_driver.py")
 DIALOG_DRIVER = Path(__file__).with_name("gimp_dialog_driver.py")
+GUI_KEYS = Path(__file__).with_name("gimp_gui_keys.py")
 
 
 def gimp_binaries(root: Path) -> tuple[str, str] | None:
@@ -90,6 +91,7 @@ class GimpChroot:
         """
         host, inner = self.case_dir(name)
         shutil.copy(driver, host / "driver.py")
+        shutil.copy(GUI_KEYS, host / GUI_KEYS.name)  # the GUI drivers' keyboard helpers
         (host / "spec.json").write_text(json.dumps(spec))
         env = [
             "env",

@@ -13,7 +13,7 @@ raw files; the assertions live in ``test_gimp_variants.py``.
 
 import json
 import os
-import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -24,13 +24,12 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+# The harness copies gimp_gui_keys.py beside this driver (and the spec).
+sys.path.insert(0, os.path.dirname(os.environ["TOUCHUP_GIMP_SPEC"]))
+from gimp_gui_keys import undo_with_keyboard, xdotool  # noqa: E402
+
 PROC = "plug-in-touchup-refine-selection"
 FORMAT = "R'G'B'A u8"
-
-
-def xdotool(*args, timeout=30):
-    done = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=timeout)
-    return done.stdout.strip()
 
 
 def press_ok(out):
@@ -94,19 +93,6 @@ def call(image, drawable, run_mode, args):
     started = time.monotonic()
     res = proc.run(cfg)
     return res.index(0).value_nick, (res.index(1) if res.length() > 1 else ""), time.monotonic() - started
-
-
-def undo_with_keyboard(image):
-    """Press Ctrl+Z in GIMP's image window, as a user would, and wait for the stack to change."""
-    before = len(image.get_layers())
-    for window in xdotool("search", "--onlyvisible", "--name", "GIMP").splitlines():
-        xdotool("windowfocus", "--sync", window)
-        xdotool("key", "--clearmodifiers", "ctrl+z")
-        for _ in range(20):
-            time.sleep(0.25)
-            if len(image.get_layers()) != before:
-                return window
-    return None
 
 
 def record_group(image, workdir, prefix, out):
