@@ -59,29 +59,30 @@ def _rgba(img: np.ndarray) -> np.ndarray:
     return np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
 
 
-def _after_first_variant(client: Client) -> bool:
-    """Wait until the backend computes a job's second variant (the first one was sent)."""
+def _after_first_variant(client: Client, other_than: str | None = None) -> str | None:
+    """Wait until the backend computes a job's second variant (the first one was sent), a job
+    other than ``other_than``; returns that job's id (None: none came)."""
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline:
         running = client.status()["queue"]["running"]
-        if running and int(running.get("variant") or 0) >= 1:
-            return True
+        if running and running.get("job") != other_than and int(running.get("variant") or 0) >= 1:
+            return str(running["job"])
         time.sleep(0.05)
-    return False
+    return None
 
 
 def _interrupt(gimp: GimpChroot, slow: BackendProcess, seen: dict[str, Any]) -> None:
     """First cancel the job the way GIMP's Cancel does (it kills the plug-in), then, in the
-    next job, kill the backend; each once the job's first variant was sent."""
+    next job, kill the backend; each once the job's first variant was sent. The next job is
+    told apart by its id: the backend may still be finishing the cancelled one when it starts."""
     with slow.client() as client:
-        if not _after_first_variant(client):
+        cancelled = _after_first_variant(client)
+        if cancelled is None:
             return
         seen["cancelled"] = gimp.plugin_pids()
         for pid in seen["cancelled"]:
             os.kill(pid, signal.SIGKILL)
-        while client.status()["queue"]["running"]:
-            time.sleep(0.05)
-        if _after_first_variant(client):
+        if _after_first_variant(client, other_than=cancelled) is not None:
             slow.proc.kill()
             seen["doomed"] = True
 
